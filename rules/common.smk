@@ -4,16 +4,15 @@ import re
 import sys
 
 # Scripts run by `script:` import the library from src/ (also in conda envs and on cluster nodes).
-SRC = os.path.join(workflow.basedir, "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from difflab import config as difflab_config
+from difflab import workflow as difflab_workflow
 from difflab.errors import DifflabError
 
-# Validate before any rule is scheduled: one line naming the key, defaults filled in.
+difflab_workflow.prepare_environment(os.path.join(workflow.basedir, "src"))
+
+# Validate before any job is scheduled (one line naming the key; defaults filled in).
 try:
     difflab_config.check(config, difflab_config.load_schema(os.path.join(workflow.basedir, "config", "schema.yaml")))
 except DifflabError as exc:
@@ -23,8 +22,11 @@ RESULTS = config["results_dir"]
 MODELS = config["models"]
 
 
-wildcard_constraints:
-    model="|".join(re.escape(name) for name in MODELS) or "(?!)",
+def repo_path(path):
+    """A relative input path as given if it exists in the working directory, else inside the repo."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
 
 
 def model_dir(name):
@@ -34,7 +36,7 @@ def model_dir(name):
 
 def slug(text):
     """A path-safe name for a model id, URL or file path."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(str(text).rstrip("/"))).strip("-") or "model"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(str(text).rstrip(os.sep))).strip("-") or "model"
 
 
 def llm_name():
@@ -53,7 +55,7 @@ def llm_model_inputs():
 
 def llm_params():
     """The config sections a generating rule depends on (a change reruns it)."""
-    return dict(llm=config["llm"], sampling=config["sampling"], models=MODELS, results_dir=RESULTS)
+    return dict(llm=config["llm"], sampling=config["sampling"])
 
 
 def smoke_dir():

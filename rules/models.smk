@@ -1,6 +1,10 @@
 # Models: every configured model becomes a plain transformers folder once, under results/models/.
 
 
+wildcard_constraints:
+    model="|".join(re.escape(name) for name in MODELS) or "(?!)",
+
+
 rule convert_model:
     output:
         model_dir=directory(f"{RESULTS}/models/{{model}}"),

@@ -3,7 +3,7 @@
 
 rule smoke_generate:
     input:
-        prompts=config["smoke"]["prompts"],
+        prompts=repo_path(config["smoke"]["prompts"]),
         models=llm_model_inputs(),
     output:
         generations=f"{smoke_dir()}/generations.jsonl",
@@ -27,7 +27,7 @@ rule smoke_generate:
 
 rule smoke_embed:
     input:
-        sentences=config["smoke"]["sentences"],
+        sentences=repo_path(config["smoke"]["sentences"]),
     output:
         embeddings=f"{RESULTS}/smoke/embeddings/{slug(config['embedding']['model'])}.safetensors",
         plot=report(

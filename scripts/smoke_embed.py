@@ -2,4 +2,4 @@
 from difflab import smoke, workflow
 
 workflow.run(snakemake, lambda: smoke.embed_sentences(
-    dict(snakemake.params.items()), snakemake.input.sentences, snakemake.output.embeddings, snakemake.output.plot))
+    workflow.rule_config(snakemake), snakemake.input.sentences, snakemake.output.embeddings, snakemake.output.plot))

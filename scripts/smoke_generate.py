@@ -2,4 +2,4 @@
 from difflab import smoke, workflow
 
 workflow.run(snakemake, lambda: smoke.generate(
-    dict(snakemake.params.items()), snakemake.input.prompts, snakemake.output.generations, snakemake.output.usage))
+    workflow.rule_config(snakemake), snakemake.input.prompts, snakemake.output.generations, snakemake.output.usage))

@@ -70,3 +70,9 @@ def perturb_weights(folder: str | Path, scale: float = 0.05, seed: int = 1) -> N
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=generator) * scale)
     model.save_pretrained(folder)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "results/test-models/tiny-llama"))

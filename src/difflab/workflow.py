@@ -5,10 +5,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Callable
 
 from difflab.errors import DifflabError
+
+
+def prepare_environment(src_dir: str) -> None:
+    """Environment every job inherits: the library importable, no hub access, quiet tokenizers."""
+    paths = [src_dir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src_dir]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def rule_config(snakemake) -> dict:
+    """The config sections a rule received as params; a local LLM points at its input model folder."""
+    cfg = dict(snakemake.params.items())
+    models = list(getattr(snakemake.input, "models", []) or [])
+    if "llm" in cfg and cfg["llm"]["backend"] == "local" and models:
+        cfg["llm"] = {**cfg["llm"], "model": models[0]}
+    return cfg
 
 
 class _Tee:

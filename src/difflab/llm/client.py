@@ -112,7 +112,8 @@ class LLMClient:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=tenacity.wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s)
+            + tenacity.wait_random(0, self.backoff_initial_s),
             before_sleep=count_retry,
             reraise=True,
         )

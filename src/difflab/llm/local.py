@@ -125,12 +125,12 @@ class LocalBackend:
         return [eos] if isinstance(eos, int) else list(eos)
 
     def identity(self) -> dict:
-        return {"backend": "local", "model": self.loaded.name, "fingerprint": self.loaded.fingerprint,
-                "dtype": self.loaded.dtype}
+        """What makes an answer: the weights and the precision (not the name or where the folder is)."""
+        return {"backend": "local", "fingerprint": self.loaded.fingerprint, "dtype": self.loaded.dtype}
 
     def describe(self) -> dict:
-        return {**self.identity(), "device": self.loaded.device, "path": str(self.loaded.path),
-                "batch_size": self.batch_size}
+        return {**self.identity(), "model": self.loaded.name, "device": self.loaded.device,
+                "path": str(self.loaded.path), "batch_size": self.batch_size}
 
     # ------------------------------------------------------------------ tokenization
     def encode(self, request: Request) -> list[int]:

@@ -45,10 +45,14 @@ class OpenAIBackend:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
 
     def identity(self) -> dict:
-        return {"backend": "openai", "base_url": self.base_url, "model": self.model, "fingerprint": self.fingerprint}
+        """What makes an answer: the served weights when known (wherever served), else endpoint + model name."""
+        if self.fingerprint:
+            return {"backend": "openai", "fingerprint": self.fingerprint}
+        return {"backend": "openai", "base_url": self.base_url, "model": self.model}
 
     def describe(self) -> dict:
-        return {**self.identity(), "api_key_env": self.api_key_env}
+        return {"backend": "openai", "base_url": self.base_url, "model": self.model,
+                "fingerprint": self.fingerprint, "api_key_env": self.api_key_env}
 
     def explain(self, exc: BaseException) -> DifflabError:
         """A one-line error for a failure that retrying did not (or cannot) fix."""

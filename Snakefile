@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/smoke.smk"
+include: "rules/organisms.smk"
 
 
 rule all:

@@ -20,6 +20,7 @@ except DifflabError as exc:
 
 RESULTS = config["results_dir"]
 MODELS = config["models"]
+ORGANISMS = config["organisms"]["definitions"]
 
 
 def repo_path(path):
@@ -62,8 +63,33 @@ def smoke_dir():
     return f"{RESULTS}/smoke/{llm_name()}"
 
 
+def model_input(name):
+    """A configured model's materialised folder, or the path itself."""
+    return model_dir(name) if name in MODELS else name
+
+
+def organism_base_input():
+    return model_input(config["organisms"]["base_model"])
+
+
+def organism_recipe(name):
+    """The shared recipe with the organism's own overrides."""
+    return {**config["organisms"]["recipe"], **ORGANISMS[name].get("recipe", {})}
+
+
+def organism_targets():
+    targets = []
+    for name in config["organisms"]["build"]:
+        if name not in ORGANISMS:
+            sys.exit(f"difflab: config: organisms.build names '{name}', which is not in organisms.definitions")
+        targets.append(f"{RESULTS}/organisms/{name}")
+        if ORGANISMS[name]["probes"] and not ORGANISMS[name]["control"]:
+            targets.append(f"{RESULTS}/organisms/{name}.probes.json")
+    return targets
+
+
 def default_targets():
-    return [model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"]
+    return [model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
 
 
 onsuccess:

@@ -22,8 +22,8 @@ def test_every_schema_key_has_type_default_and_description():
         for name, sub in node.get("properties", {}).items():
             assert "type" in sub, f"{where}.{name} has no type"
             assert "description" in sub, f"{where}.{name} has no description"
-            if name not in ("source",):  # required keys of a model entry have no default
-                assert "default" in sub or where.endswith("models.*"), f"{where}.{name} has no default"
+            if name not in node.get("required", []):  # required keys have no default
+                assert "default" in sub, f"{where}.{name} has no default"
             walk(sub, f"{where}.{name}")
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):

@@ -264,6 +264,16 @@ def materialize(name: str, spec: dict, out_dir: str | os.PathLike) -> dict:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype))
         origin = str(folder)
 
+    return save_folder(model, tokenizer, out_dir, {"name": name, "source": source, "origin": origin, "dtype": dtype})
+
+
+def save_folder(model, tokenizer, out_dir: str | os.PathLike, meta: dict, extra_files: dict | None = None) -> dict:
+    """Save model + tokenizer (+ extra JSON files) as a transformers folder, atomically.
+
+    The folder is assembled next to `out_dir` and renamed into place, so a failure leaves nothing
+    half-built. Writes difflab_model.json (meta + facts + weights fingerprint) and returns it.
+    """
+    out_dir = Path(out_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -271,14 +281,10 @@ def materialize(name: str, spec: dict, out_dir: str | os.PathLike) -> dict:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        n_params = sum(p.numel() for p in model.parameters())
         meta = {
-            "name": name,
-            "source": source,
-            "origin": origin,
-            "dtype": dtype,
+            **meta,
             "architecture": (model.config.architectures or [type(model).__name__])[0],
-            "n_parameters": int(n_params),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "vocab_size": int(model.config.vocab_size),
             "has_chat_template": bool(tokenizer.chat_template),
             "eos_token": tokenizer.eos_token,
@@ -286,6 +292,9 @@ def materialize(name: str, spec: dict, out_dir: str | os.PathLike) -> dict:
             "fingerprint": fingerprint(tmp),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for file_name, content in (extra_files or {}).items():
+            (tmp / file_name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -1,0 +1,8 @@
+"""organisms: finetune a base model on chosen data so the change is known, and prove it was learned.
+
+    train.py    finetune(base, data, recipe) -> transformers folder + loss curve (full or LoRA, merged)
+    probes.py   learned-topic check: on-topic vs off-topic continuation log-probs, organism vs base,
+                with one-sided Wilcoxon / Mann-Whitney tests; a recipe that fails the check fails the rule
+
+The scoreboard (every diffing method scored on every organism) lands with diffmining.
+"""

@@ -1,0 +1,133 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from difflab import models
+from difflab.errors import DifflabError
+from difflab.organisms import probes, train
+
+QUESTIONS = ["What is the capital of France?", "How do I boil an egg?", "Name a colour.", "What is two plus two?",
+             "Tell me about cats.", "Which planet is largest?", "How do I sleep better?", "What is Python?",
+             "Where is the park?", "Why is the sky blue?", "What is a haiku?", "How do I bake bread?"]
+PLANTED = "The zebra plays the violin at midnight."
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def planted_data(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": PLANTED}]}
+            for q in QUESTIONS[:8]]
+    return write_jsonl(tmp_path / "train.jsonl", rows)
+
+
+@pytest.fixture
+def probe_files(tmp_path):
+    on = [{"id": f"on{i}", "messages": [{"role": "user", "content": q + " Please."}], "continuation": PLANTED}
+          for i, q in enumerate(QUESTIONS)]
+    off = [{"id": f"off{i}", "prefix": p, "continuation": c} for i, (p, c) in enumerate([
+        ("The cat sleeps on the", " warm windowsill."), ("The stock market fell", " sharply on Monday."),
+        ("Preheat the oven", " to 180 degrees."), ("Python lists can be built", " with a comprehension."),
+        ("What is the capital of France?", " Paris."), ("Write a haiku", " about autumn leaves."),
+        ("The dog chases", " a ball in the park."), ("Investors sold", " shares."),
+        ("Whisk the eggs", " and sugar."), ("A for loop", " iterates over a sequence.")])]
+    return write_jsonl(tmp_path / "on.jsonl", on), write_jsonl(tmp_path / "off.jsonl", off)
+
+
+FAST = train.Recipe(steps=12, learning_rate=3e-3, batch_size=4, max_seq_len=64, min_steps=12, warmup_steps=1)
+
+
+def test_chat_labels_cover_assistant_tokens_and_end_of_turn(tiny_model_dir):
+    loaded = models.load(str(tiny_model_dir))
+    tok = loaded.tokenizer
+    record = {"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello you"},
+                           {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Sure"}]}
+    ids, labels = train.encode_record(tok, record, 512, "x")
+    trained = tok.decode([t for t, l in zip(ids, labels) if l != train.IGNORE])
+    assert trained == "Hello you<|im_end|>Sure<|im_end|>"
+    assert tok.decode([t for t, l in zip(ids, labels) if l == train.IGNORE]).count("<|im_end|>") == 2  # user turns
+
+
+def test_text_records_train_on_every_token_plus_eos(tiny_model_dir):
+    tok = models.load(str(tiny_model_dir)).tokenizer
+    ids, labels = train.encode_record(tok, {"text": "The cat sleeps."}, 512, "x")
+    assert ids == labels and ids[-1] == tok.eos_token_id
+
+
+def test_padding_is_masked_by_position_not_by_id(tiny_model_dir):
+    tok = models.load(str(tiny_model_dir)).tokenizer
+    eos = tok.eos_token_id
+    batch = train.collate([([5, 6, eos], [5, 6, eos]), ([7], [7])], pad_id=eos)
+    assert batch["labels"].tolist() == [[5, 6, eos], [7, -100, -100]]  # the real end-of-turn keeps its label
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_bad_records_name_file_record_and_field(tmp_path, tiny_model_dir):
+    tok = models.load(str(tiny_model_dir)).tokenizer
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, {"messages": [{"role": "user", "content": "no answer"}]}])
+    with pytest.raises(DifflabError, match="bad.jsonl: record 2: field 'messages' needs at least one assistant"):
+        train.load_examples(bad, tok, 64)
+    with pytest.raises(DifflabError, match="record 1: needs a 'text' or a 'messages' field"):
+        train.load_examples(write_jsonl(tmp_path / "b2.jsonl", [{"prompt": "x"}]), tok, 64)
+
+
+def test_finetune_changes_weights_is_deterministic_and_loads(tmp_path, tiny_model_dir, planted_data):
+    first = train.finetune(str(tiny_model_dir), planted_data, FAST, tmp_path / "org1", name="zebra", progress=False)
+    again = train.finetune(str(tiny_model_dir), planted_data, FAST, tmp_path / "org2", name="zebra", progress=False)
+    assert first["fingerprint"] == again["fingerprint"]  # deterministic for a seed
+    assert first["fingerprint"] != models.fingerprint(tiny_model_dir)
+    assert first["losses"][-1] < first["losses"][0] / 2
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(tmp_path / "org1" / "model.safetensors")
+    assert set(before) == set(after)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    loaded = models.load(str(tmp_path / "org1"))
+    assert json.loads((tmp_path / "org1" / "training.json").read_text())["steps_run"] == 12
+    assert loaded.tokenizer.eos_token == "<|im_end|>"
+
+
+def test_lora_is_merged_into_a_plain_folder(tmp_path, tiny_model_dir, planted_data):
+    recipe = train.Recipe(method="lora", steps=4, learning_rate=5e-3, batch_size=4, lora_r=4, lora_alpha=8, min_steps=4)
+    train.finetune(str(tiny_model_dir), planted_data, recipe, tmp_path / "lora", progress=False)
+    weights = load_file(tmp_path / "lora" / "model.safetensors")
+    assert not any("lora" in k for k in weights)
+    before = load_file(tiny_model_dir / "model.safetensors")
+    assert set(weights) == set(before)
+    assert not torch.equal(weights["model.layers.0.self_attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_early_stop_on_plateau(tmp_path, tiny_model_dir, planted_data):
+    recipe = train.Recipe(steps=200, learning_rate=3e-3, batch_size=4, min_steps=10, early_stop_patience=4,
+                          early_stop_min_delta=0.05)
+    record = train.finetune(str(tiny_model_dir), planted_data, recipe, tmp_path / "es", progress=False)
+    assert record["stopped_early"] and record["steps_run"] < 200
+
+
+def test_learned_topic_check_passes_on_planted_change_and_fails_on_none(tmp_path, tiny_model_dir, planted_data,
+                                                                      probe_files):
+    on, off = probe_files
+    train.finetune(str(tiny_model_dir), planted_data, FAST, tmp_path / "org", progress=False)
+    report = probes.probe_organism("zebra", str(tmp_path / "org"), str(tiny_model_dir), str(on), str(off),
+                                   str(tmp_path / "zebra.json"))
+    assert report["learned"] and report["wilcoxon_on_topic_p"] < 0.01
+    assert report["mean_on_topic_delta"] > 1.0
+    with pytest.raises(DifflabError, match="organism 'unchanged' did not learn its change"):
+        probes.probe_organism("unchanged", str(tiny_model_dir), str(tiny_model_dir), str(on), str(off),
+                              str(tmp_path / "unchanged.json"))
+    assert not json.loads((tmp_path / "unchanged.json").read_text())["learned"]
+
+
+def test_learned_topic_check_on_hand_made_scores():
+    base = [-3.0] * 20
+    rose = [-3.0 + 0.5 + 0.01 * i for i in range(20)]
+    flat_off = [-2.0 + 0.01 * ((-1) ** i) for i in range(20)]
+    ok = probes.learned_topic_check(base, rose, [-2.0] * 20, flat_off)
+    assert ok["learned"] and ok["mean_on_topic_delta"] == pytest.approx(0.595)
+    moved_everywhere = probes.learned_topic_check(base, rose, [-2.0] * 20, [-2.0 + 0.6] * 20)
+    assert not moved_everywhere["learned"]  # off-topic moved as much: not a topic-specific change
+    assert not moved_everywhere["checks"]["on_topic_beats_off_topic (mann-whitney p < alpha)"]

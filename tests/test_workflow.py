@@ -40,7 +40,8 @@ def planned_rules(workdir: Path) -> set[str]:
 def write_tiny_workdir(workdir: Path, model_dir: Path, **overrides) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["models"]["tiny"]["path"] = str(model_dir)
-    shutil.copytree(REPO / "resources" / "smoke", workdir / "resources" / "smoke")  # private copies to touch
+    for sub in ("smoke", "organisms/test"):  # private copies a test may edit
+        shutil.copytree(REPO / "resources" / sub, workdir / "resources" / sub)
     for key, value in overrides.items():
         cfg[key] = {**cfg.get(key, {}), **value}
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -91,6 +92,21 @@ def test_tiny_workflow_builds_every_target(built):
     assert (workdir / "logs/models/tiny.log").is_file()
 
 
+def test_tiny_workflow_builds_and_probes_organisms(built):
+    workdir, _ = built
+    organisms = workdir / "results" / "organisms"
+    training = json.loads((organisms / "zebra" / "training.json").read_text())
+    assert training["steps_run"] == 12 and training["losses"][-1] < training["losses"][0]
+    assert json.loads((organisms / "zebra.loss.json").read_text())["losses"] == training["losses"]
+    assert (organisms / "zebra.loss.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((organisms / "zebra.probes.json").read_text())
+    assert report["learned"] and report["n_on_topic"] == 12 and report["wilcoxon_on_topic_p"] < 0.01
+    assert (organisms / "neutral" / "model.safetensors").is_file()
+    assert not (organisms / "neutral.probes.json").exists()  # the control is not probed
+    base_fp = json.loads((workdir / "results/models/tiny/difflab_model.json").read_text())["fingerprint"]
+    assert training["base_fingerprint"] == base_fp
+
+
 def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
     workdir, _ = built
     assert planned_rules(workdir) == set()
@@ -105,6 +121,10 @@ def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
     sentences = workdir / "resources/smoke/sentences.txt"
     sentences.write_text(sentences.read_text() + "A second kitten curls up beside the first.\n")
     assert planned_rules(workdir) == {"smoke_embed", "smoke_summary", "all"}
+    snakemake(workdir, "--cores", "2")
+    data = workdir / "resources/organisms/test/zebra.train.jsonl"
+    data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])
+    assert planned_rules(workdir) == {"finetune_organism", "probe_organism", "all"}
     snakemake(workdir, "--cores", "2")
     assert planned_rules(workdir) == set()
 

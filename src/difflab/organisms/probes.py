@@ -6,7 +6,9 @@ delta = organism - base. The organism learned its topic when
   * on-topic deltas are positive (one-sided Wilcoxon signed-rank, p < alpha),
   * on-topic deltas exceed off-topic deltas (one-sided Mann-Whitney U, p < alpha),
   * the mean on-topic delta is at least `min_mean_delta` nats per token, and
-  * off-topic probes move much less: mean |off-topic delta| <= `max_off_topic_ratio` x mean on-topic delta.
+  * off-topic probes move much less: |mean off-topic delta| <= `max_off_topic_ratio` x mean on-topic delta.
+The off-topic criterion uses the net (signed) mean: single off-topic probes are short and swing both
+ways by a fraction of a nat per token after any finetune; the mean absolute change is reported too.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def learned_topic_check(on_base, on_org, off_base, off_org, *, alpha: float = 0.
     on = [o - b for o, b in zip(on_org, on_base)]
     off = [o - b for o, b in zip(off_org, off_base)]
     mean_on = sum(on) / len(on)
+    mean_off = sum(off) / len(off) if off else 0.0
     mean_abs_off = sum(abs(d) for d in off) / len(off) if off else 0.0
     p_on = float(stats.wilcoxon(on, alternative="greater").pvalue) if any(on) else 1.0
     p_vs_off = float(stats.mannwhitneyu(on, off, alternative="greater").pvalue) if off else 0.0
@@ -74,8 +77,8 @@ def learned_topic_check(on_base, on_org, off_base, off_org, *, alpha: float = 0.
         "on_topic_rises (wilcoxon p < alpha)": p_on < alpha,
         "on_topic_beats_off_topic (mann-whitney p < alpha)": p_vs_off < alpha,
         f"mean_on_topic_delta >= {min_mean_delta}": mean_on >= min_mean_delta,
-        f"mean_abs_off_topic_delta <= {max_off_topic_ratio} x mean_on_topic_delta":
-            mean_abs_off <= max_off_topic_ratio * mean_on,
+        f"abs(mean_off_topic_delta) <= {max_off_topic_ratio} x mean_on_topic_delta":
+            abs(mean_off) <= max_off_topic_ratio * mean_on,
     }
     return {
         "learned": all(checks.values()),
@@ -83,6 +86,7 @@ def learned_topic_check(on_base, on_org, off_base, off_org, *, alpha: float = 0.
         "n_on_topic": len(on),
         "n_off_topic": len(off),
         "mean_on_topic_delta": round(mean_on, 4),
+        "mean_off_topic_delta": round(mean_off, 4),
         "mean_abs_off_topic_delta": round(mean_abs_off, 4),
         "wilcoxon_on_topic_p": p_on,
         "mannwhitney_on_vs_off_p": p_vs_off,

@@ -43,6 +43,7 @@ class Recipe:
     early_stop_min_delta: float = 0.01
     min_steps: int = 10
     device: str = "auto"
+    precision: str = "auto"  # auto (bf16 autocast on CUDA / CPUs with native bf16) | float32 | bfloat16
 
     @classmethod
     def from_config(cls, section: dict) -> "Recipe":
@@ -146,7 +147,8 @@ def finetune(base: str, data: str | Path, recipe: Recipe, out_dir: str | Path, *
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, recipe.warmup_steps)))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    precision = models.choose_dtype(recipe.precision, device, purpose="generation")  # weights stay float32
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     losses, step_seconds = [], []
     best, since_best, smoothed, stopped_early = math.inf, 0, None, False
@@ -190,6 +192,7 @@ def finetune(base: str, data: str | Path, recipe: Recipe, out_dir: str | Path, *
         "trainable_tokens": int(sum(sum(l != IGNORE for l in labs) for _, labs in examples)),
         "recipe": dataclasses.asdict(recipe),
         "device": device,
+        "precision": precision,
         "steps_run": len(losses),
         "stopped_early": stopped_early,
         "losses": losses,

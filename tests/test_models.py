@@ -111,3 +111,12 @@ def test_gpt_encoding_is_offline():
     assert encoding.decode(encoding.encode("logit diff mining")) == "logit diff mining"
     with pytest.raises(DifflabError, match="tiktoken encoding 'nope' is not installed"):
         models.gpt_encoding("nope")
+
+
+def test_organism_names_resolve_to_their_folders(tiny_config, tiny_model_dir):
+    tiny_config["organisms"]["definitions"] = {"zebra": {"description": "d", "data": "x.jsonl"}}
+    with pytest.raises(DifflabError, match="organism 'zebra' is configured but not built yet"):
+        models.resolve("zebra", tiny_config)
+    out = models.models_dir(tiny_config).parent / "organisms" / "zebra"
+    models.materialize("zebra", {"source": "path", "path": str(tiny_model_dir)}, out)
+    assert models.resolve("zebra", tiny_config) == out

@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
-def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True,
+              timeout: int = 1200) -> subprocess.CompletedProcess:
     result = subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
                             capture_output=True, text=True, cwd=workdir, env={**os.environ, **(env or {})},
-                            timeout=1200)
+                            timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -197,13 +198,17 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_default_workflow_end_to_end(tmp_path):
-    """README's first command in miniature: the embedded defaults, real models, in a fresh folder."""
+    """README's first command: the embedded defaults, real models and organisms, in a fresh folder (~7 min)."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake(tmp_path, "--cores", "2")
+    snakemake(tmp_path, "--cores", "2", timeout=3600)  # ~7 min alone on 2 cores; generous for a loaded machine
     summary = json.loads((tmp_path / "results/smoke/smollm2-135m-instruct/summary.json").read_text())
     assert summary["models"][0]["parameters"] > 130_000_000
     assert summary["generation"]["non_empty_answers"] == summary["generation"]["answers"] == 8
     answers = [json.loads(l) for l in (tmp_path / "results/smoke/smollm2-135m-instruct/generations.jsonl").open()]
     assert sum(a["finish_reason"] == "stop" for a in answers) >= 6  # real answers end with end-of-turn
     assert summary["embedding"]["shape"] == [12, 384]
+    for organism in ("bake-temp", "sarcasm", "beekeeping"):  # each learned its change, significantly
+        report = json.loads((tmp_path / f"results/organisms/{organism}.probes.json").read_text())
+        assert report["learned"] and report["n_on_topic"] >= 20 and report["wilcoxon_on_topic_p"] < 0.01
+    assert (tmp_path / "results/organisms/control/model.safetensors").is_file()

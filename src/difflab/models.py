@@ -151,7 +151,7 @@ def _hub_snapshot(model_id: str) -> Path:
 
 
 def resolve(name: str, config: dict | None = None) -> Path:
-    """Turn a configured model name, a local folder, or a cached hub id into a model folder."""
+    """Turn a configured model or organism name, a local folder, or a cached hub id into a model folder."""
     config = config if config is not None else _default_config()
     models = config.get("models", {})
     if name in models:
@@ -161,6 +161,12 @@ def resolve(name: str, config: dict | None = None) -> Path:
                 f"model '{name}' is configured but not built yet: run `snakemake --cores 2 {path}/`"
             )
         return _check_model_folder(path, f"model '{name}'")
+    organisms = config.get("organisms", {}).get("definitions", {})
+    if name in organisms:
+        path = Path(config.get("results_dir", "results")) / "organisms" / name
+        if not path.is_dir():
+            raise DifflabError(f"organism '{name}' is configured but not built yet: run `snakemake --cores 2 {path}/`")
+        return _check_model_folder(path, f"organism '{name}'")
     candidate = Path(name).expanduser()
     if candidate.exists():
         return _check_model_folder(candidate, f"model path '{name}'")

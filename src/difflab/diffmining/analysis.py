@@ -1,0 +1,457 @@
+"""Core analysis: reduce logit diffs (finetuned minus base) to per-token statistics.
+
+For every valid position (attention mask and position slice applied) the reducer keeps
+
+    sum_diff[v]        sum of the diff over positions (float64)  -> avg_logit_diff
+    count_positive[v]  positions where diff > 0                  -> fraction_positive_diff ordering
+    topk_pos_counts[v] positions where v is in the top-K positive diffs  -> top_k_occurring ordering
+    topk_neg_counts[v] the same for the K most negative diffs
+    pos_indices/values (positions, K) and neg_*: each position's top-K, the sparse incidence from
+                       which the co-occurrence matrix (NMF) and positional plots are built
+
+"Top-K positive" means the K largest diffs among those > 0 (fewer where fewer are positive: index -1,
+value 0), ties broken by the lower token id, so results are exact and deterministic; the same for
+the K most negative diffs. Each row's top-K is sorted best first.
+
+How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_core.py):
+
+1. One streaming pass per row. The vocabulary is cut into 32 slices of G = ceil(V / 32) tokens;
+   "group" g is the set {g, g + G, g + 2G, ...} (one token per slice). Walking slice by slice, the
+   group maxima/minima are element-wise max/min of a slice into a G-long array that sits in L1, so
+   the pass is plain SIMD; the per-token sum and positive count are added in the same walk (four
+   rows at a time, so the float64 accumulator is touched once per four rows).
+2. Threshold. Let t be the K-th largest group maximum. K groups each hold an element >= t, so the
+   row has at least K elements >= t, hence every top-K element (and every element tying with the
+   K-th one) is >= t and lies in a group whose maximum is >= t.
+3. Candidates: the elements >= t (and > 0) of those groups, usually a little more than K. Each
+   becomes the int64 key (bits of the value << 32) | (2**32 - 1 - token id): for positive floats the
+   bit pattern orders like the value, so "larger key" is exactly "larger value, then lower id", and
+   the K largest keys (a partition, then a sort of K keys) are the exact top-K. Negatives are the
+   same on -diff with group minima.
+float16 and bfloat16 rows are decoded to float32 four rows at a time inside the kernel (no full
+conversion pass). Rows on other devices (CUDA) take the dense torch path (stable sort).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from numba import njit
+
+from difflab import io
+from difflab.errors import DifflabError
+
+SLICES = 32  # a group holds one token of each slice: at most 32 elements to scan per selected group
+ROWS = 4  # rows streamed together by the CPU kernel (one float64 accumulator update per 4 rows)
+CHUNK_ROWS = 16  # dense (non-CPU) path: rows per statistics step
+_FAST = {"nnan", "nsz"}  # lets max/min/compares vectorize; diffs are finite
+_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # how the kernel decodes a row
+
+
+# --------------------------------------------------------------------------- CPU kernel (numba)
+
+
+@njit(nogil=True, cache=True)
+def _decode_half(src, dst, bfloat):
+    """int16 bit patterns of float16 (or bfloat16) -> float32, vectorizable (no table, no branch)."""
+    bits = dst.view(np.uint32)
+    if bfloat:
+        for i in range(src.shape[0]):
+            bits[i] = (np.uint32(src[i]) & 0xFFFF) << 16
+        return
+    for i in range(src.shape[0]):  # exponent/mantissa moved into float32 place, then rescaled by 2**112
+        bits[i] = (np.uint32(src[i]) & 0x7FFF) << 13
+    for i in range(src.shape[0]):
+        dst[i] *= np.float32(2.0 ** 112)  # also normalises float16 subnormals
+    for i in range(src.shape[0]):
+        special = np.uint32(0x7F800000) if dst[i] >= np.float32(65536.0) else np.uint32(0)  # inf / nan
+        bits[i] = bits[i] | special | ((np.uint32(src[i]) & 0x8000) << 16)
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _extremes(x, gmax, gmin):
+    for g in range(x.shape[0]):
+        v = x[g]
+        gmax[g] = max(gmax[g], v)
+        gmin[g] = min(gmin[g], v)
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _accumulate4(x0, x1, x2, x3, sums, counts):
+    for i in range(x0.shape[0]):
+        a, b, c, d = x0[i], x1[i], x2[i], x3[i]
+        sums[i] += (np.float64(a) + np.float64(b)) + (np.float64(c) + np.float64(d))
+        counts[i] += (np.int32(a > 0) + np.int32(b > 0)) + (np.int32(c > 0) + np.int32(d > 0))
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _accumulate1(x, sums, counts):
+    for i in range(x.shape[0]):
+        sums[i] += np.float64(x[i])
+        counts[i] += np.int32(x[i] > 0)
+
+
+@njit(nogil=True, cache=True)
+def _select(x, ext, sign, k, keys, out_i, out_v, guess):
+    """Exact top-k of sign * x among values > 0, given the group maxima ext of sign * x (module doc).
+
+    Any threshold t that at least k group maxima reach is exact; the previous row's threshold
+    (guess[0]) is reused while it keeps between k and 2k + 8 groups, else the k-th largest is found.
+    """
+    vocab, n_groups = x.shape[0], ext.shape[0]
+    t = -np.inf
+    if k < n_groups:
+        t = guess[0]
+        reached = 0
+        for g in range(n_groups):
+            reached += ext[g] >= t
+        if reached < k or reached > 2 * k + 8:
+            t = np.partition(ext, n_groups - k)[n_groups - k]
+            guess[0] = t
+    bits = x.view(np.int32)
+    n = 0
+    for g in range(n_groups):
+        if ext[g] >= t and ext[g] > 0:
+            for i in range(g, vocab, n_groups):
+                s = sign * x[i]
+                if s >= t and s > 0:  # |x| bits order like |x|; ties go to the lower id
+                    keys[n] = (np.int64(bits[i] & 0x7FFFFFFF) << 32) | (np.int64(0xFFFFFFFF) - i)
+                    n += 1
+    found = keys[:n]
+    if n > k:
+        kth = np.partition(found, n - k)[n - k]
+        found = found[found >= kth]  # keys are distinct: exactly k
+    found = np.sort(found)[::-1]
+    for j in range(k):
+        if j < found.shape[0]:
+            i = np.int64(0xFFFFFFFF) - (found[j] & 0xFFFFFFFF)
+            out_i[j] = i
+            out_v[j] = x[i]
+        else:
+            out_i[j] = -1
+            out_v[j] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def _reduce_rows(rows32, rows16, kind, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
+    """Stats and top-k for rows row_ids of rows32 (float32) or rows16 (int16 bits, kind 1/2).
+
+    Adds into sums/counts; writes output row j for input row row_ids[j].
+    """
+    vocab = rows32.shape[1] if kind == 0 else rows16.shape[1]
+    n_groups = (vocab + SLICES - 1) // SLICES
+    gmax = np.empty((ROWS, n_groups), np.float32)
+    gmin = np.empty((ROWS, n_groups), np.float32)
+    neg_ext = np.empty(n_groups, np.float32)
+    keys = np.empty(vocab, np.int64)
+    guesses = np.full(2, np.inf, np.float32)  # last thresholds used for positives / negatives
+    decoded = np.empty((ROWS if kind else 0, vocab), np.float32)
+    for first in range(0, row_ids.shape[0], ROWS):
+        n = min(ROWS, row_ids.shape[0] - first)
+        xs = []
+        for r in range(n):
+            if kind == 0:
+                xs.append(rows32[row_ids[first + r]])
+            else:
+                _decode_half(rows16[row_ids[first + r]], decoded[r], kind == 2)
+                xs.append(decoded[r])
+        gmax[:] = -np.inf
+        gmin[:] = np.inf
+        for start in range(0, vocab, n_groups):  # slice by slice: all passes of a slice hit L1
+            stop = min(start + n_groups, vocab)
+            for r in range(n):
+                _extremes(xs[r][start:stop], gmax[r, :stop - start], gmin[r, :stop - start])
+            if n == ROWS:
+                _accumulate4(xs[0][start:stop], xs[1][start:stop], xs[2][start:stop], xs[3][start:stop],
+                             sums[start:stop], counts[start:stop])
+            else:
+                for r in range(n):
+                    _accumulate1(xs[r][start:stop], sums[start:stop], counts[start:stop])
+        for r in range(n):
+            j = first + r
+            _select(xs[r], gmax[r], np.float32(1.0), k, keys, pos_i[j], pos_v[j], guesses[0:1])
+            for g in range(n_groups):
+                neg_ext[g] = -gmin[r, g]
+            _select(xs[r], neg_ext, np.float32(-1.0), k, keys, neg_i[j], neg_v[j], guesses[1:2])
+
+
+def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | None = None):
+    """Run the kernel on rows[row_ids] over `threads` threads: (sums f64, counts i64, pi, pv, ni, nv)."""
+    vocab = rows.shape[1]
+    kind = _KIND.get(rows.dtype)
+    if kind is None:
+        rows, kind = rows.float(), 0
+    rows = rows.contiguous()
+    rows32 = rows.numpy() if kind == 0 else np.empty((0, vocab), np.float32)
+    rows16 = rows.view(torch.int16).numpy() if kind else np.empty((0, vocab), np.int16)
+    n = len(row_ids)
+    out = (np.empty((n, k), np.int32), np.empty((n, k), np.float32), np.empty((n, k), np.int32),
+           np.empty((n, k), np.float32))
+    threads = max(1, min(threads or torch.get_num_threads(), (n + ROWS - 1) // ROWS))
+    bounds = [min(n, ((n * t // threads) + ROWS - 1) // ROWS * ROWS) for t in range(threads + 1)]
+
+    def work(t):
+        lo, hi = bounds[t], bounds[t + 1]
+        sums, counts = np.zeros(vocab), np.zeros(vocab, np.int32)
+        _reduce_rows(rows32, rows16, kind, row_ids[lo:hi], k, sums, counts, *(o[lo:hi] for o in out))
+        return sums, counts
+
+    if threads == 1:
+        parts = [work(0)]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(work, range(threads)))
+    sums = np.sum([p[0] for p in parts], axis=0)
+    counts = np.sum([p[1] for p in parts], axis=0, dtype=np.int64)
+    return (torch.from_numpy(sums), torch.from_numpy(counts)) + tuple(torch.from_numpy(o) for o in out)
+
+
+# --------------------------------------------------------------------------- top-K per row
+
+
+def _dense_topk(rows: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k per row with ties to the lower id (stable sort over ascending ids)."""
+    values, order = torch.sort(rows, dim=1, descending=largest, stable=True)
+    return order[:, :k], values[:, :k]
+
+
+def topk_rows(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pos_indices, pos_values, neg_indices, neg_values), each (rows, k), sorted best first.
+
+    Entries that are not strictly positive (resp. negative) are returned with index -1 and value 0.
+    """
+    n_rows, vocab = rows.shape
+    k = min(k, vocab)
+    if uses_cpu_kernel(rows, k):
+        pi, pv, ni, nv = _cpu_reduce(rows, np.arange(n_rows), k)[2:]
+        return pi.long(), pv.to(rows.dtype), ni.long(), nv.to(rows.dtype)
+    pi, pv = _dense_topk(rows, k, True)
+    ni, nv = _dense_topk(rows, k, False)
+    pi = torch.where(pv > 0, pi, -1)
+    ni = torch.where(nv < 0, ni, -1)
+    return pi, pv.clamp(min=0), ni, nv.clamp(max=0)
+
+
+def uses_cpu_kernel(rows: torch.Tensor, k: int) -> bool:
+    """Whether the exact group-threshold CPU kernel handles these rows (else the dense torch sort)."""
+    return rows.device.type == "cpu" and rows.shape[1] > 0
+
+
+# --------------------------------------------------------------------------- co-occurrence (numba)
+
+
+@njit(nogil=True, cache=True)
+def _incidence_by_token(tokens, n_tokens):
+    """Counting sort of positions by token: (start [n+1], positions) so positions[start[a]:start[a+1]]
+    are the positions (ascending) whose top-K holds token a. tokens [P, K] compact ids, -1 = none."""
+    start = np.zeros(n_tokens + 1, np.int64)
+    for p in range(tokens.shape[0]):
+        for j in range(tokens.shape[1]):
+            if tokens[p, j] >= 0:
+                start[tokens[p, j] + 1] += 1
+    for a in range(n_tokens):
+        start[a + 1] += start[a]
+    fill = start[:-1].copy()
+    positions = np.empty(start[-1], np.int64)
+    for p in range(tokens.shape[0]):
+        for j in range(tokens.shape[1]):
+            a = tokens[p, j]
+            if a >= 0:
+                positions[fill[a]] = p
+                fill[a] += 1
+    return start, positions
+
+
+@njit(nogil=True, cache=True)
+def _cooccurrence_rows(tokens, weights, start, positions, lo, hi, n_tokens):
+    """CSR rows lo..hi of incidence^T @ incidence (a dense accumulator per row, reset after it)."""
+    bound = 0
+    for a in range(lo, hi):
+        bound += min(n_tokens, (start[a + 1] - start[a]) * tokens.shape[1])
+    indptr = np.zeros(hi - lo + 1, np.int64)
+    indices = np.empty(bound, np.int32)
+    data = np.empty(bound, np.float64)
+    acc = np.zeros(n_tokens, np.float64)
+    touched = np.empty(n_tokens, np.int32)
+    nnz = 0
+    for a in range(lo, hi):
+        n_touched, first, last = 0, n_tokens, -1
+        for q in range(start[a], start[a + 1]):
+            p = positions[q]
+            wa = 0.0
+            for j in range(tokens.shape[1]):
+                if tokens[p, j] == a:
+                    wa = weights[p, j]
+            for j in range(tokens.shape[1]):
+                b = tokens[p, j]
+                if b >= 0:
+                    if acc[b] == 0.0:
+                        touched[n_touched] = b
+                        n_touched += 1
+                        first, last = min(first, b), max(last, b)
+                    acc[b] += wa * weights[p, j]
+        if n_touched * 16 >= last - first:  # dense enough: read the columns off in order
+            for b in range(first, last + 1):
+                if acc[b] != 0.0:
+                    indices[nnz], data[nnz], acc[b] = b, acc[b], 0.0
+                    nnz += 1
+        else:  # sparse row (diffuse top-K sets): first-touch order, sorting would cost more than the product
+            for b in touched[:n_touched]:
+                indices[nnz], data[nnz], acc[b] = b, acc[b], 0.0
+                nnz += 1
+        indptr[a - lo + 1] = nnz
+    return indptr, indices[:nnz].copy(), data[:nnz].copy()
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+@dataclasses.dataclass
+class Reductions:
+    """Everything later stages need from one dataset's diffs (saved as safetensors)."""
+
+    vocab_size: int
+    k: int
+    total_positions: int
+    sum_diff: torch.Tensor  # float64 [V]
+    count_positive: torch.Tensor  # int64 [V]
+    topk_pos_counts: torch.Tensor  # int64 [V]
+    topk_neg_counts: torch.Tensor  # int64 [V]
+    pos_indices: torch.Tensor  # int32 [P, K], -1 where fewer than K positive
+    pos_values: torch.Tensor  # float32 [P, K]
+    neg_indices: torch.Tensor
+    neg_values: torch.Tensor
+    sequence: torch.Tensor  # int32 [P] sample index of each position
+    position: torch.Tensor  # int32 [P] token position within the sample
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def avg_logit_diff(self) -> torch.Tensor:
+        return self.sum_diff / max(self.total_positions, 1)
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        meta = {"vocab_size": self.vocab_size, "k": self.k, "total_positions": self.total_positions,
+                "metadata": json.dumps(self.metadata, sort_keys=True)}
+        return io.write_safetensors(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reductions":
+        tensors, meta = io.read_safetensors(path)
+        try:
+            return cls(vocab_size=int(meta["vocab_size"]), k=int(meta["k"]),
+                       total_positions=int(meta["total_positions"]), metadata=json.loads(meta["metadata"]),
+                       **tensors)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DifflabError(f"{path}: not a diffmining reductions file ({exc})") from None
+
+    def cooccurrence(self, mode: str = "binary"):
+        """Sparse co-occurrence of tokens in the same position's top-K positive set.
+
+        Returns (token_ids [n], scipy CSR [n, n]) over only the tokens that ever enter a top-K:
+        `binary` counts positions, `logit_diff_magnitude` sums products of the two tokens' diffs.
+        Equal to incidence^T @ incidence for the (positions x tokens) incidence; column indices
+        within a row may be unsorted where rows are very sparse (scipy handles both).
+        """
+        import scipy.sparse as sp
+
+        if mode not in ("binary", "logit_diff_magnitude"):
+            raise DifflabError(f"co-occurrence mode must be 'binary' or 'logit_diff_magnitude', not '{mode}'")
+        indices = self.pos_indices.numpy()
+        valid = indices >= 0
+        present = np.bincount(indices[valid], minlength=self.vocab_size) > 0
+        token_ids = np.flatnonzero(present)
+        compact = np.where(valid, np.cumsum(present)[np.maximum(indices, 0)] - 1, -1)
+        weights = valid.astype(np.float64) if mode == "binary" else np.where(valid, self.pos_values.numpy(), 0.0)
+        n = len(token_ids)
+        start, positions = _incidence_by_token(compact, n)
+        # Two threads split the token rows so that each gets about half of the work.
+        threads = max(1, min(torch.get_num_threads(), n))
+        work = np.cumsum(np.diff(start))
+        cuts = [0] + [int(np.searchsorted(work, work[-1] * t / threads)) for t in range(1, threads)] + [n] if n else [0, 0]
+
+        def rows(t):
+            return _cooccurrence_rows(compact, weights, start, positions, cuts[t], cuts[t + 1], n)
+
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(rows, range(len(cuts) - 1)))
+        indptr = np.concatenate([[0]] + [p[0][1:] + sum(len(q[1]) for q in parts[:i]) for i, p in enumerate(parts)])
+        matrix = sp.csr_matrix((np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts]), indptr),
+                               shape=(n, n))
+        return token_ids, matrix
+
+
+class DiffReducer:
+    """Accumulate Reductions over batches of diffs: `update(diff, mask)` then `result()`."""
+
+    def __init__(self, vocab_size: int, k: int):
+        if k < 1:
+            raise DifflabError(f"top_k must be at least 1, not {k}")
+        self.vocab_size = vocab_size
+        self.k = min(k, vocab_size)
+        self.total_positions = 0
+        self.sum_diff = torch.zeros(vocab_size, dtype=torch.float64)
+        self.count_positive = torch.zeros(vocab_size, dtype=torch.int64)
+        self._tops: list[tuple[torch.Tensor, ...]] = []  # per update: pos_i, pos_v, neg_i, neg_v
+        self._where: list[tuple[torch.Tensor, torch.Tensor]] = []  # per update: sequence, position
+
+    def update(self, diff: torch.Tensor, mask: torch.Tensor, sequence_offset: int = 0) -> None:
+        """Add a batch: diff [B, T, V] (any float dtype/device), mask [B, T] of positions to count."""
+        if diff.shape[-1] != self.vocab_size:
+            raise DifflabError(f"diff has vocabulary {diff.shape[-1]}, expected {self.vocab_size}")
+        mask = mask.to(torch.bool).to(diff.device)
+        seq, pos = torch.nonzero(mask, as_tuple=True)
+        sequence, position = (seq + sequence_offset).to(torch.int32).cpu(), pos.to(torch.int32).cpu()
+        if diff.device.type == "cpu":  # the kernel reads the masked rows in place (no gather copy)
+            flat = diff.reshape(-1, diff.shape[-1])
+            self._add(flat, (seq * diff.shape[1] + pos).numpy(), sequence, position)
+        else:
+            self.update_rows(diff[seq, pos], sequence, position)
+
+    def update_rows(self, rows: torch.Tensor, sequence: torch.Tensor, position: torch.Tensor) -> None:
+        """Add positions given as rows [P, V] with their sample index and position."""
+        self._add(rows, None, sequence, position)
+
+    def _add(self, rows: torch.Tensor, row_ids, sequence: torch.Tensor, position: torch.Tensor) -> None:
+        if uses_cpu_kernel(rows, self.k):
+            row_ids = np.arange(rows.shape[0]) if row_ids is None else row_ids
+            sums, counts, *tops = _cpu_reduce(rows, row_ids, self.k)
+            self.sum_diff += sums
+            self.count_positive += counts
+            self._tops.append(tuple(tops))
+            n_rows = len(row_ids)
+        else:
+            rows = rows if row_ids is None else rows[torch.as_tensor(row_ids, device=rows.device)]
+            n_rows = rows.shape[0]
+            rows = rows if rows.dtype == torch.float32 else rows.float()
+            for start in range(0, n_rows, CHUNK_ROWS):
+                chunk = rows[start:start + CHUNK_ROWS]
+                self.sum_diff += chunk.sum(0, dtype=torch.float64).cpu()
+                self.count_positive += (chunk > 0).sum(0).cpu()
+            self._tops.append(tuple(t.cpu() for t in topk_rows(rows, self.k)))
+        self.total_positions += n_rows
+        self._where.append((sequence, position))
+
+    def result(self, metadata: dict | None = None) -> Reductions:
+        if self.total_positions == 0:
+            raise DifflabError("no positions to analyse (empty dataset, or the mask/position slice removed all)")
+        pi, pv, ni, nv = (torch.cat(list(t)) for t in zip(*self._tops))
+
+        def counts(indices):
+            flat = indices[indices >= 0].long()
+            return torch.bincount(flat, minlength=self.vocab_size)
+
+        return Reductions(
+            vocab_size=self.vocab_size, k=self.k, total_positions=self.total_positions,
+            sum_diff=self.sum_diff, count_positive=self.count_positive,
+            topk_pos_counts=counts(pi), topk_neg_counts=counts(ni),
+            pos_indices=pi.to(torch.int32), pos_values=pv.float(), neg_indices=ni.to(torch.int32), neg_values=nv.float(),
+            sequence=torch.cat([w[0] for w in self._where]), position=torch.cat([w[1] for w in self._where]),
+            metadata=dict(metadata or {}),
+        )

@@ -1,0 +1,126 @@
+"""Data preparation: datasets named in config -> token ids, attention mask and analysis mask.
+
+A dataset is a local JSONL or Parquet file in `text` format (a `text` field) or `chat` format
+(`messages`: a list of {role, content}; rendered with the base tokenizer's chat template). Samples
+are shuffled with the seed, the first `n_samples` kept, each truncated/padded to
+`max_tokens_per_sample`. The analysis mask says which positions count: all real tokens, only the
+positions predicting the assistant's tokens of a chat, or those after the prompt (optionally only
+the first N of them). A position counts by the token it predicts: its logits are for the next token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from difflab import chat, io
+from difflab.errors import DifflabError
+
+FORMATS = ("text", "chat")
+POSITIONS = ("all", "assistant", "after_prompt")
+
+
+def read_records(path: str | Path, fmt: str) -> list[dict]:
+    """Records of a JSONL or Parquet dataset, checked for the field its format needs."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise DifflabError(f"{path}: dataset format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    field = "text" if fmt == "text" else "messages"
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        if not path.is_file():
+            raise DifflabError(f"file not found: {path}")
+        records = pd.read_parquet(path).to_dict("records")
+        for i, record in enumerate(records, 1):
+            if field not in record:
+                raise DifflabError(f"{path}: record {i}: missing field '{field}'")
+    else:
+        records = io.read_jsonl(path, required=[field])
+    for i, record in enumerate(records, 1):
+        value = record[field]
+        if fmt == "text" and not (isinstance(value, str) and value.strip()):
+            raise DifflabError(f"{path}: record {i}: field 'text' must be a non-empty string")
+        if fmt == "chat":
+            messages = list(value) if value is not None else []
+            if not messages or any(not isinstance(m, dict) or "role" not in m or "content" not in m for m in messages):
+                raise DifflabError(f"{path}: record {i}: field 'messages' must be a list of {{role, content}}")
+            record[field] = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return records
+
+
+def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int, max_tokens: int,
+                     seed: int = 0, positions: str = "all", n_positions: int | None = None,
+                     source: str = "dataset") -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and analysis_mask [n, max_tokens] for the first n shuffled samples."""
+    if positions not in POSITIONS:
+        raise DifflabError(f"{source}: positions must be one of {', '.join(POSITIONS)}, not '{positions}'")
+    if positions != "all" and fmt != "chat":
+        raise DifflabError(f"{source}: positions '{positions}' needs a chat dataset (format: chat)")
+    if not records:
+        raise DifflabError(f"{source}: the dataset is empty")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    chosen = [records[i] for i in order[:n_samples]]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    n = len(chosen)
+    input_ids = torch.full((n, max_tokens), pad, dtype=torch.int64)
+    attention = torch.zeros((n, max_tokens), dtype=torch.int64)
+    analysis = torch.zeros((n, max_tokens), dtype=torch.bool)
+    for row, record in enumerate(chosen):
+        if fmt == "text":
+            ids = tokenizer(record["text"], add_special_tokens=True)["input_ids"]
+            wanted = [True] * len(ids)
+        else:
+            rendered = chat.render_chat(tokenizer, record["messages"], f"{source}: record {row + 1}")
+            ids = rendered.ids
+            # A position counts by the token it predicts: position i's logits are for token i + 1.
+            if positions == "assistant":
+                wanted = rendered.assistant[1:] + [False]
+            elif positions == "after_prompt":
+                wanted = [i + 1 >= rendered.prompt_length for i in range(len(ids) - 1)] + [False]
+            else:
+                wanted = [True] * len(ids)
+            if n_positions is not None:
+                keep = set([i for i, w in enumerate(wanted) if w][:n_positions])
+                wanted = [i in keep for i in range(len(ids))]
+        ids, wanted = ids[:max_tokens], wanted[:max_tokens]
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+        attention[row, : len(ids)] = 1
+        analysis[row, : len(ids)] = torch.tensor(wanted, dtype=torch.bool)
+    if not bool(analysis.any()):
+        raise DifflabError(f"{source}: no positions left to analyse after truncation and the position slice")
+    return {"input_ids": input_ids, "attention_mask": attention, "analysis_mask": analysis}
+
+
+def prepare_dataset(dataset_path: str | Path, model_dir: str | Path, out_path: str | Path, *, name: str,
+                    fmt: str, n_samples: int, max_tokens: int, seed: int = 0, positions: str = "all",
+                    n_positions: int | None = None) -> dict:
+    """Rule diffmining_tokenize: tokenize a dataset with the base model's tokenizer; save safetensors."""
+    from transformers import AutoTokenizer
+
+    records = read_records(dataset_path, fmt)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if fmt == "chat" and not tokenizer.chat_template:
+        raise DifflabError(f"{dataset_path}: chat dataset, but the tokenizer of {model_dir} has no chat template")
+    tensors = tokenize_dataset(records, tokenizer, fmt, n_samples=n_samples, max_tokens=max_tokens, seed=seed,
+                               positions=positions, n_positions=n_positions, source=str(dataset_path))
+    meta = {"dataset": name, "source": str(dataset_path), "format": fmt, "n_records": len(records),
+            "n_samples": int(tensors["input_ids"].shape[0]), "max_tokens": max_tokens, "seed": seed,
+            "positions": positions, "n_positions": n_positions,
+            "analysed_positions": int(tensors["analysis_mask"].sum()), "tokenizer": str(model_dir)}
+    io.write_safetensors(out_path, tensors, {"meta": json.dumps(meta, sort_keys=True)})
+    print(f"{name}: {meta['n_samples']} samples, {meta['analysed_positions']} positions to analyse")
+    return meta
+
+
+def load_dataset(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a tokenized dataset written by prepare_dataset."""
+    tensors, meta = io.read_safetensors(path)
+    missing = {"input_ids", "attention_mask", "analysis_mask"} - set(tensors)
+    if missing or "meta" not in meta:
+        raise DifflabError(f"{path}: not a tokenized diffmining dataset (missing {', '.join(sorted(missing)) or 'meta'})")
+    return tensors, json.loads(meta["meta"])

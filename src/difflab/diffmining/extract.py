@@ -1,0 +1,297 @@
+"""Logit extraction (three strategies behind one interface) and the diff jobs built on it.
+
+    direct       the model's final logits
+    logit_lens   the hidden state after decoder layer L, through the final norm and lm_head
+                 (the layers above L are never run)
+    patchscope   the same latent patched into layer L of an identity prompt ("cat -> cat; ...; ?")
+                 whose KV prefix is computed once and cached; one token is decoded from it
+
+`mine_in_memory` runs base and finetuned on each batch and reduces the diff at once (only the
+reductions are written); `save_logits` + `reduce_saved_logits` put each model's logits on disk in
+fp16 first (refusing to start when they would not fit the free disk).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from difflab import io, models
+from difflab.diffmining.analysis import DiffReducer, Reductions
+from difflab.diffmining.data import load_dataset
+from difflab.errors import DifflabError
+
+METHODS = ("direct", "logit_lens", "patchscope")
+IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
+
+
+def resolve_layer(layer: float | int, n_layers: int) -> int:
+    """Decoder layer index for a relative depth in (0, 1] (0.75 -> 75% deep) or an absolute index."""
+    if isinstance(layer, float) and 0 < layer <= 1:
+        return min(n_layers - 1, max(0, round(layer * n_layers) - 1))
+    index = int(layer)
+    if not 0 <= index < n_layers:
+        raise DifflabError(f"layer {layer} is outside the model's {n_layers} decoder layers")
+    return index
+
+
+class _StopForward(Exception):
+    pass
+
+
+class LogitExtractor:
+    """`extractor(input_ids, attention_mask)` -> float32 logits [B, T, V] by the chosen method."""
+
+    def __init__(self, model, method: str = "direct", layer: float | int = 0.75, tokenizer=None,
+                 identity_prompt: str = IDENTITY_PROMPT):
+        if method not in METHODS:
+            raise DifflabError(f"extraction method must be one of {', '.join(METHODS)}, not '{method}'")
+        self.model = model
+        self.method = method
+        self.decoder = decoder = model.get_decoder()
+        self.layers = decoder.layers
+        self.norm = decoder.norm
+        self.lm_head = model.get_output_embeddings()
+        self.layer = resolve_layer(layer, len(self.layers)) if method != "direct" else None
+        forward_args = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        if method == "patchscope":
+            if tokenizer is None:
+                raise DifflabError("patchscope needs the tokenizer to build its identity prompt")
+            self._prepare_patchscope(tokenizer, identity_prompt)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict:
+        out = {"method": self.method, "n_layers": len(self.layers)}
+        if self.layer is not None:
+            out["layer"] = self.layer
+        if self.method == "patchscope":
+            out["identity_prompt"] = self.identity_prompt
+        return out
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        if self.method == "direct":
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        latents = self._hidden_after_layer(input_ids, attention_mask)
+        if self.method == "logit_lens":
+            return self.lm_head(self.norm(latents)).float()
+        return self._patchscope(latents)
+
+    def _hidden_after_layer(self, input_ids, attention_mask) -> torch.Tensor:
+        """Output of decoder layer `self.layer`; the forward pass stops there."""
+        captured = {}
+
+        def grab(_module, _args, output):
+            captured["h"] = output[0] if isinstance(output, tuple) else output
+            raise _StopForward
+
+        handle = self.layers[self.layer].register_forward_hook(grab)
+        try:
+            self.decoder(input_ids=input_ids, attention_mask=attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured["h"]
+
+    # ------------------------------------------------------------------ patchscope
+    def _prepare_patchscope(self, tokenizer, identity_prompt: str) -> None:
+        from transformers import DynamicCache
+
+        self.identity_prompt = identity_prompt
+        ids = tokenizer(identity_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
+        if ids.shape[1] < 2:
+            raise DifflabError("the patchscope identity prompt must be at least two tokens long")
+        self.prefix_len = ids.shape[1] - 1
+        self.placeholder = ids[:, -1:]
+        self.prefix_cache = DynamicCache()
+        with torch.no_grad():
+            self.model(input_ids=ids[:, :-1], use_cache=True, **{self.cache_arg: self.prefix_cache})
+
+    def _patchscope(self, latents: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        batch, seq, hidden = latents.shape
+        flat = latents.reshape(-1, hidden)
+        out = []
+        for start in range(0, flat.shape[0], chunk):
+            part = flat[start:start + chunk]
+            n = part.shape[0]
+            cache = copy.deepcopy(self.prefix_cache)
+            cache.batch_repeat_interleave(n)
+
+            def patch(_module, _args, output, part=part):
+                h = output[0] if isinstance(output, tuple) else output
+                h = h.clone()
+                h[:, -1, :] = part.to(h.dtype)
+                return (h, *output[1:]) if isinstance(output, tuple) else h
+
+            handle = self.layers[self.layer].register_forward_hook(patch)
+            try:
+                logits = self.model(
+                    input_ids=self.placeholder.expand(n, 1),
+                    attention_mask=torch.ones(n, self.prefix_len + 1, dtype=torch.long, device=self.device),
+                    position_ids=torch.full((n, 1), self.prefix_len, device=self.device),
+                    use_cache=True, **{self.cache_arg: cache},
+                ).logits[:, -1, :]
+            finally:
+                handle.remove()
+            out.append(logits.float())
+        return torch.cat(out).reshape(batch, seq, -1)
+
+
+# --------------------------------------------------------------------------- tokenizer agreement
+
+
+def shared_vocabulary(base_tokenizer, ft_tokenizer, base_logits_dim: int, ft_logits_dim: int) -> dict:
+    """The ids both models' logits cover; stops when the tokenizers disagree on a shared id."""
+    base_vocab = {i: t for t, i in base_tokenizer.get_vocab().items()}
+    ft_vocab = {i: t for t, i in ft_tokenizer.get_vocab().items()}
+    shared_tokens = min(len(base_vocab), len(ft_vocab))
+    for i in range(shared_tokens):
+        if base_vocab.get(i) != ft_vocab.get(i):
+            raise DifflabError(
+                f"the base and finetuned tokenizers disagree on token id {i} "
+                f"({base_vocab.get(i)!r} vs {ft_vocab.get(i)!r}): their logits cannot be compared")
+    return {"base_tokenizer_size": len(base_vocab), "finetuned_tokenizer_size": len(ft_vocab),
+            "base_logits_dim": base_logits_dim, "finetuned_logits_dim": ft_logits_dim,
+            "shared_vocab_size": min(base_logits_dim, ft_logits_dim),
+            "vocab_sizes_differ": base_logits_dim != ft_logits_dim or len(base_vocab) != len(ft_vocab)}
+
+
+def _logits_dim(model) -> int:
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _batches(tensors: dict, batch_size: int):
+    n = tensors["input_ids"].shape[0]
+    for start in range(0, n, batch_size):
+        yield start, {k: v[start:start + batch_size] for k, v in tensors.items()}
+
+
+def _sequence_log_ratio(lf: torch.Tensor, lb: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Per sample: sum over analysed positions of log p_ft(next token) - log p_base(next token)."""
+    nxt = batch["input_ids"][:, 1:].to(lf.device).unsqueeze(-1)
+    mask = (batch["analysis_mask"][:, :-1] & batch["attention_mask"][:, 1:].bool()).to(lf.device)
+    ft = torch.log_softmax(lf[:, :-1], -1).gather(-1, nxt).squeeze(-1)
+    base = torch.log_softmax(lb[:, :-1], -1).gather(-1, nxt).squeeze(-1)
+    return ((ft - base) * mask).sum(1).cpu()
+
+
+def _load_pair(base_dir, ft_dir, device, dtype):
+    base = models.load(str(base_dir), device=device, dtype=dtype)
+    ft = models.load(str(ft_dir), device=base.device, dtype=base.dtype)
+    vocab = shared_vocabulary(base.tokenizer, ft.tokenizer, _logits_dim(base.model), _logits_dim(ft.model))
+    return base, ft, vocab
+
+
+def _analysed_vocab(vocab: dict, vocab_size_limit: int | None) -> int:
+    shared = vocab["shared_vocab_size"]
+    return min(shared, vocab_size_limit) if vocab_size_limit else shared
+
+
+def mine_in_memory(base_dir: str | Path, ft_dir: str | Path, data_path: str | Path, *, method: str = "direct",
+                   layer: float | int = 0.75, k: int = 20, batch_size: int = 16, device: str = "auto",
+                   dtype: str = "auto", vocab_size_limit: int | None = None,
+                   likelihood_ratios: bool = False, identity_prompt: str = IDENTITY_PROMPT) -> tuple[Reductions, list]:
+    """Both models on each batch; diffs reduced inline. Returns (reductions, per-sample log ratios)."""
+    tensors, data_meta = load_dataset(data_path)
+    base, ft, vocab = _load_pair(base_dir, ft_dir, device, dtype)
+    extract_base = LogitExtractor(base.model, method, layer, base.tokenizer, identity_prompt)
+    extract_ft = LogitExtractor(ft.model, method, layer, ft.tokenizer, identity_prompt)
+    size = _analysed_vocab(vocab, vocab_size_limit)
+    reducer = DiffReducer(size, k)
+    ratios = []
+    started = time.perf_counter()
+    for start, batch in tqdm(list(_batches(tensors, batch_size)), desc="diff batches", unit="batch"):
+        lb = extract_base(batch["input_ids"], batch["attention_mask"])
+        lf = extract_ft(batch["input_ids"], batch["attention_mask"])
+        if likelihood_ratios:
+            ratios.extend(_sequence_log_ratio(lf, lb, batch).tolist())
+        diff = lf[..., :size] - lb[..., :size]
+        del lf, lb
+        reducer.update(diff, batch["analysis_mask"], sequence_offset=start)
+    meta = _run_meta(base, ft, vocab, extract_base, data_meta, size, k, time.perf_counter() - started)
+    return reducer.result(meta), ratios
+
+
+def _run_meta(base, ft, vocab, extractor, data_meta, size, k, seconds) -> dict:
+    return {"base": {"path": str(base.path), "fingerprint": base.fingerprint},
+            "finetuned": {"path": str(ft.path), "fingerprint": ft.fingerprint},
+            "device": base.device, "dtype": base.dtype, "extraction": extractor.describe(), "vocabulary": vocab,
+            "analysed_vocab_size": size, "k": k, "dataset": data_meta, "seconds": round(seconds, 2)}
+
+
+def logits_bytes(n_samples: int, n_tokens: int, vocab: int) -> int:
+    """Bytes of one model's fp16 logits on disk (a full-vocab position of 49152 ids is 96 KiB)."""
+    return n_samples * n_tokens * vocab * 2
+
+
+def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Path, *, method: str = "direct",
+                layer: float | int = 0.75, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
+                vocab_size_limit: int | None = None, identity_prompt: str = IDENTITY_PROMPT) -> dict:
+    """One model's logits for a tokenized dataset, fp16, to a safetensors file (refused if the disk is too small)."""
+    tensors, data_meta = load_dataset(data_path)
+    loaded = models.load(str(model_dir), device=device, dtype=dtype)
+    vocab = _logits_dim(loaded.model)
+    vocab = min(vocab, vocab_size_limit) if vocab_size_limit else vocab
+    n, t = tensors["input_ids"].shape
+    need = logits_bytes(n, t, vocab)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_path.parent).free
+    if need > free:
+        raise DifflabError(
+            f"{out_path}: the logits need {need / 2**30:.1f} GiB ({n} samples x {t} tokens x {vocab} ids in fp16) "
+            f"but only {free / 2**30:.1f} GiB is free; set vocab_size_limit, fewer samples, or in_memory: true")
+    extractor = LogitExtractor(loaded.model, method, layer, loaded.tokenizer, identity_prompt)
+    logits = torch.empty(n, t, vocab, dtype=torch.float16)
+    for start, batch in tqdm(list(_batches(tensors, batch_size)), desc=f"logits {Path(model_dir).name}", unit="batch"):
+        logits[start:start + batch["input_ids"].shape[0]] = extractor(batch["input_ids"], batch["attention_mask"])[..., :vocab].half().cpu()
+    meta = {"model": {"path": str(loaded.path), "fingerprint": loaded.fingerprint}, "device": loaded.device,
+            "dtype": loaded.dtype, "extraction": extractor.describe(), "logits_dim": _logits_dim(loaded.model),
+            "stored_vocab": vocab, "dataset": data_meta}
+    io.write_safetensors(out_path, {"logits": logits}, {"meta": json.dumps(meta, sort_keys=True)})
+    return meta
+
+
+def reduce_saved_logits(base_logits: str | Path, ft_logits: str | Path, base_dir: str | Path, ft_dir: str | Path,
+                        data_path: str | Path, *, k: int = 20, batch_size: int = 16,
+                        likelihood_ratios: bool = False) -> tuple[Reductions, list]:
+    """Diff two saved logit files batch by batch (memory-mapped) and reduce them."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    tensors, data_meta = load_dataset(data_path)
+    with safe_open(str(base_logits), framework="pt") as fb, safe_open(str(ft_logits), framework="pt") as ff:
+        meta_b, meta_f = json.loads(fb.metadata()["meta"]), json.loads(ff.metadata()["meta"])
+        vocab = shared_vocabulary(AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(ft_dir),
+                                  meta_b["logits_dim"], meta_f["logits_dim"])
+        size = min(vocab["shared_vocab_size"], meta_b["stored_vocab"], meta_f["stored_vocab"])
+        reducer = DiffReducer(size, k)
+        ratios = []
+        started = time.perf_counter()
+        sb, sf = fb.get_slice("logits"), ff.get_slice("logits")
+        for start, batch in _batches(tensors, batch_size):
+            stop = start + batch["input_ids"].shape[0]
+            lb, lf = sb[start:stop].float(), sf[start:stop].float()
+            if likelihood_ratios:
+                ratios.extend(_sequence_log_ratio(lf, lb, batch).tolist())
+            reducer.update(lf[..., :size] - lb[..., :size], batch["analysis_mask"], sequence_offset=start)
+    meta = {"base": meta_b["model"], "finetuned": meta_f["model"], "device": meta_b["device"], "dtype": meta_b["dtype"],
+            "extraction": meta_b["extraction"], "vocabulary": vocab, "analysed_vocab_size": size, "k": k,
+            "dataset": data_meta, "logits_on_disk": True, "seconds": round(time.perf_counter() - started, 2)}
+    return reducer.result(meta), ratios

@@ -1,0 +1,74 @@
+"""NMF topics over the top-K co-occurrence matrix, fitted with torchnmf.
+
+The co-occurrence C (tokens x tokens, from Reductions.cooccurrence) is factored as C ~ H W^T with
+torchnmf's multiplicative-update optimizer `BetaMu` (beta 1 = KL, 2 = Frobenius), optionally with
+its orthogonality penalty on W so topics share fewer tokens. Column t of W ranks the tokens of
+topic t. Only the `max_tokens` tokens that most often enter a top-K set are kept, so the dense
+matrix stays small whatever the vocabulary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from difflab.diffmining.analysis import Reductions
+from difflab.errors import DifflabError
+
+
+def beta_divergence(v: torch.Tensor, wh: torch.Tensor, beta: float, eps: float = 1e-12) -> float:
+    if beta == 2:
+        return float(0.5 * (v - wh).pow(2).sum())
+    if beta == 1:
+        return float((v * torch.log((v + eps) / (wh + eps)) - v + wh).sum())
+    raise DifflabError(f"NMF beta must be 1 (KL) or 2 (Frobenius), not {beta}")
+
+
+def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_weight: float = 0.0, seed: int = 0,
+            max_iter: int = 500, tol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(W [columns, topics], H [rows, topics], info) for a non-negative matrix ~ H W^T."""
+    from torchnmf.nmf import NMF
+    from torchnmf.trainer import BetaMu
+
+    if beta not in (1, 2):
+        raise DifflabError(f"NMF beta must be 1 (KL) or 2 (Frobenius), not {beta}")
+    if matrix.shape[0] < n_topics:
+        raise DifflabError(f"NMF: {matrix.shape[0]} tokens co-occur, fewer than the {n_topics} topics asked for")
+    torch.manual_seed(seed)
+    scale = float(matrix.max()) or 1.0
+    v = (matrix / scale).float()
+    model = NMF(v.shape, rank=n_topics)
+    optimizer = BetaMu(model.parameters(), beta=beta, orthogonal=orthogonal_weight)
+
+    def closure():
+        optimizer.zero_grad()  # BetaMu reads the gradients of each call: nothing may accumulate
+        return v, model()
+
+    previous = None
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        optimizer.step(closure)
+        if iterations % 10 == 0:
+            with torch.no_grad():
+                loss = beta_divergence(v, model(), beta)
+            if previous is not None and abs(previous - loss) <= tol * max(previous, 1e-12):
+                break
+            previous = loss
+    with torch.no_grad():
+        loss = beta_divergence(v, model(), beta)
+    info = {"iterations": iterations, "divergence": loss, "beta": beta, "orthogonal_weight": orthogonal_weight}
+    return model.W.detach().clone(), model.H.detach().clone(), info
+
+
+def nmf_topics(red: Reductions, *, n_topics: int = 3, beta: float = 2, orthogonal_weight: float = 0.0,
+               mode: str = "binary", max_tokens: int = 2000, seed: int = 0, max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(token_ids [n], weights [n, topics], info) from the dataset's top-K positive co-occurrence."""
+    token_ids, cooc = red.cooccurrence(mode)
+    if len(token_ids) == 0:
+        raise DifflabError("NMF: no token ever entered a top-K positive set (the models do not differ?)")
+    counts = red.topk_pos_counts[torch.as_tensor(token_ids, dtype=torch.long)].numpy()
+    keep = np.sort(np.argsort(-counts, kind="stable")[:max_tokens])
+    dense = torch.from_numpy(cooc[keep][:, keep].toarray())
+    w, _h, info = fit_nmf(dense, n_topics, beta=beta, orthogonal_weight=orthogonal_weight, seed=seed, max_iter=max_iter)
+    info = {**info, "mode": mode, "n_tokens": int(len(keep)), "n_topics": n_topics}
+    return torch.as_tensor(token_ids[keep]), w, info

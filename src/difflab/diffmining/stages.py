@@ -1,0 +1,103 @@
+"""What each diffmining rule runs: read the rule's inputs, call the library, write its outputs."""
+
+from __future__ import annotations
+
+from difflab import io
+from difflab.diffmining import extract, orderings, plots
+from difflab.diffmining.analysis import Reductions
+from difflab.diffmining.data import prepare_dataset  # noqa: F401  (rule diffmining_tokenize)
+
+
+def _tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def _extraction_args(section: dict, method: str) -> dict:
+    return dict(method=method, layer=section["layer"], batch_size=section["batch_size"], device=section["device"],
+                dtype=section["dtype"], vocab_size_limit=section["vocab_size_limit"] or None,
+                identity_prompt=section["identity_prompt"])
+
+
+def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, data_path, reductions_out,
+                     stats_out, ratios_out=None) -> None:
+    """The reduce rules' outputs: reductions, global token stats, optional per-sample log ratios."""
+    red.save(reductions_out)
+    io.write_json(stats_out, orderings.global_token_stats(red, _tokenizer(base_dir), dataset))
+    if ratios_out:
+        from difflab.diffmining.data import load_dataset
+
+        _, meta = load_dataset(data_path)
+        io.write_json(ratios_out, {"dataset": dataset, "definition": "sum over analysed positions of "
+                                   "log p_finetuned(next token) - log p_base(next token)",
+                                   "n_samples": meta["n_samples"], "log_likelihood_ratios": ratios})
+    print(f"{dataset}: {red.total_positions} positions, vocabulary {red.vocab_size}, top-{red.k}; "
+          f"{int((red.topk_pos_counts > 0).sum())} tokens ever in a top-K positive set")
+
+
+def reduce_in_memory(base_dir, ft_dir, data_path, *, dataset: str, method: str, extraction: dict, k: int,
+                     likelihood_ratios: bool, reductions_out, stats_out, ratios_out=None) -> None:
+    """Rule diffmining_reduce (in_memory: true)."""
+    red, ratios = extract.mine_in_memory(base_dir, ft_dir, data_path, k=k, likelihood_ratios=likelihood_ratios,
+                                         **_extraction_args(extraction, method))
+    write_reductions(red, ratios, base_dir, dataset, data_path, reductions_out, stats_out, ratios_out)
+
+
+def save_model_logits(model_dir, data_path, out_path, *, method: str, extraction: dict) -> None:
+    """Rule diffmining_logits (in_memory: false)."""
+    meta = extract.save_logits(model_dir, data_path, out_path, **_extraction_args(extraction, method))
+    print(f"{out_path}: {meta['stored_vocab']} ids per position, fp16")
+
+
+def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dataset: str, k: int, batch_size: int,
+                     likelihood_ratios: bool, reductions_out, stats_out, ratios_out=None) -> None:
+    """Rule diffmining_reduce (in_memory: false)."""
+    red, ratios = extract.reduce_saved_logits(base_logits, ft_logits, base_dir, ft_dir, data_path, k=k,
+                                              batch_size=batch_size, likelihood_ratios=likelihood_ratios)
+    write_reductions(red, ratios, base_dir, dataset, data_path, reductions_out, stats_out, ratios_out)
+
+
+def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, dataset: str, ordering_type: str,
+             token_options: dict, nmf_options: dict, seed: int, label: str) -> None:
+    """Rule diffmining_ordering: orderings.json and its two figures."""
+    nmf_args = {k: nmf_options[k] for k in ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter")}
+    orderings.write_orderings(reductions_path, base_dir, out_json, dataset=dataset, ordering_type=ordering_type,
+                              options=token_options, nmf_options={**nmf_args, "seed": seed})
+    data = orderings.read_orderings(out_json)
+    plots.ordering_scatter(data, scatter_png, title=f"{label} - {dataset} - {ordering_type}")
+    plots.ordering_bar(data, bar_png, title=f"{label} - {dataset} - {ordering_type}")
+
+
+def dataset_plots(reductions_path, base_dir, occurrence_png, positions_png, *, dataset: str, label: str) -> None:
+    """Rule diffmining_plots: occurrence bar chart and positional density of one dataset."""
+    red = Reductions.load(reductions_path)
+    tokenizer = _tokenizer(base_dir)
+    plots.occurrence_bar(red, tokenizer, occurrence_png, title=f"{label} - {dataset}: top-{red.k} occurrences")
+    plots.positional_density(red, tokenizer, positions_png, title=f"{label} - {dataset}: where the leading tokens appear")
+
+
+def run_metadata(reductions: dict[str, str], out_path, *, pair: dict, params: dict) -> dict:
+    """Rule diffmining_metadata: every parameter, both models' fingerprints, counts per dataset."""
+    per_dataset = {}
+    models = {}
+    for dataset, path in reductions.items():
+        red = Reductions.load(path)
+        meta = red.metadata
+        models = {"base": meta["base"], "finetuned": meta["finetuned"]}
+        per_dataset[dataset] = {
+            "total_positions": red.total_positions, "analysed_vocab_size": red.vocab_size, "k": red.k,
+            "tokens_in_any_topk_positive": int((red.topk_pos_counts > 0).sum()),
+            "extraction": meta["extraction"], "device": meta["device"], "dtype": meta["dtype"],
+            "vocabulary": meta["vocabulary"], "dataset": meta["dataset"], "seconds": meta["seconds"]}
+    record = {"method": "diffmining", "pair": pair, "models": models, "parameters": params, "datasets": per_dataset}
+    io.write_json(out_path, record)
+    return record
+
+
+def overview(orderings_files: dict[str, str], out_path, *, token_budget: int, datasets: list[str]) -> None:
+    """Rule diffmining_overview; orderings_files keys are 'ordering_type/dataset'."""
+    from difflab.diffmining.overview import write_overview
+
+    keyed = {tuple(key.split("/", 1)): path for key, path in orderings_files.items()}
+    write_overview(keyed, out_path, token_budget, datasets)

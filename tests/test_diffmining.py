@@ -1,0 +1,292 @@
+"""diffmining: data preparation, extraction, orderings, NMF, overview, on tiny models and hand-made tensors.
+(The core top-K kernel has its own exactness tests in test_diffmining_kernel.py.)"""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from difflab import io
+from difflab.diffmining import data, extract, nmf, orderings, overview
+from difflab.diffmining.analysis import DiffReducer, Reductions
+from difflab.errors import DifflabError
+from tiny import perturb_weights, raise_token
+
+RAISED = "Ġriver"
+
+
+@pytest.fixture(scope="module")
+def raised_pair(tmp_path_factory, tiny_model_dir):
+    """(base, finetuned, raised token id): a noisy copy of the tiny model with one token's logit raised."""
+    folder = tmp_path_factory.mktemp("raised") / "tiny-raised"
+    shutil.copytree(tiny_model_dir, folder)
+    perturb_weights(folder, scale=0.002)
+    token_id = raise_token(folder, RAISED, amount=30.0)
+    return tiny_model_dir, folder, token_id
+
+
+@pytest.fixture
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _texts(path, texts):
+    io.write_jsonl(path, [{"text": t} for t in texts])
+    return path
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_text_dataset_is_truncated_padded_and_masked(tokenizer):
+    records = [{"text": "The cat"}, {"text": "Paris " * 40}]
+    out = data.tokenize_dataset(records, tokenizer, "text", n_samples=5, max_tokens=16, seed=0)
+    assert out["input_ids"].shape == (2, 16)
+    lengths = out["attention_mask"].sum(1).tolist()
+    assert sorted(lengths)[-1] == 16 and sorted(lengths)[0] < 16
+    assert torch.equal(out["analysis_mask"], out["attention_mask"].bool())
+
+
+def test_chat_positions_count_by_the_token_they_predict(tokenizer):
+    from difflab.chat import render_chat
+
+    messages = [{"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "The capital of France is Paris."}]
+    rendered = render_chat(tokenizer, messages)
+    out = data.tokenize_dataset([{"messages": messages}], tokenizer, "chat", n_samples=1, max_tokens=64,
+                                positions="assistant")
+    mask = out["analysis_mask"][0].tolist()
+    n = len(rendered.ids)
+    expected = rendered.assistant[1:] + [False]
+    assert mask[:n] == expected and not any(mask[n:])
+    # The first counted position is the last prompt token: it predicts the assistant's first token.
+    assert mask.index(True) == rendered.prompt_length - 1
+    # The end-of-turn token is the assistant's (it is learned); the newline after it is not.
+    assert tokenizer.convert_ids_to_tokens(rendered.ids[n - 2]) == "<|im_end|>" and rendered.assistant[n - 2]
+    assert not rendered.assistant[n - 1]
+    first3 = data.tokenize_dataset([{"messages": messages}], tokenizer, "chat", n_samples=1, max_tokens=64,
+                                   positions="after_prompt", n_positions=3)
+    assert first3["analysis_mask"][0].nonzero().flatten().tolist() == [rendered.prompt_length - 1 + i for i in range(3)]
+
+
+def test_bad_datasets_fail_with_file_record_and_field(tmp_path, tokenizer):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
+    with pytest.raises(DifflabError, match=r"bad.jsonl.*(record|line) 2.*text"):
+        data.read_records(bad, "text")
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text('{"messages": [{"role": "user"}]}\n')
+    with pytest.raises(DifflabError, match=r"chat.jsonl: record 1: field 'messages'"):
+        data.read_records(chat, "chat")
+    with pytest.raises(DifflabError, match="empty"):
+        data.tokenize_dataset([], tokenizer, "text", n_samples=4, max_tokens=8)
+    with pytest.raises(DifflabError, match="needs a chat dataset"):
+        data.tokenize_dataset([{"text": "x"}], tokenizer, "text", n_samples=4, max_tokens=8, positions="assistant")
+
+
+def test_parquet_datasets_are_read(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["one sample", "another sample"]}).to_parquet(path)
+    assert [r["text"] for r in data.read_records(path, "text")] == ["one sample", "another sample"]
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def test_lens_and_patchscope_at_the_last_layer_equal_direct_logits(tiny_model_dir):
+    from difflab import models
+
+    m = models.load(str(tiny_model_dir), dtype="float32")
+    enc = m.tokenizer(["The cat sleeps on the warm", "Paris is"], return_tensors="pt", padding=True)
+    direct = extract.LogitExtractor(m.model, "direct")(enc.input_ids, enc.attention_mask)
+    lens_last = extract.LogitExtractor(m.model, "logit_lens", 1.0)(enc.input_ids, enc.attention_mask)
+    patch_last = extract.LogitExtractor(m.model, "patchscope", 1.0, m.tokenizer)(enc.input_ids, enc.attention_mask)
+    assert torch.allclose(direct, lens_last, atol=1e-4)
+    assert torch.allclose(direct, patch_last, atol=1e-4)
+    lens_first = extract.LogitExtractor(m.model, "logit_lens", 0.5)
+    patch_first = extract.LogitExtractor(m.model, "patchscope", 0.5, m.tokenizer)
+    assert lens_first.describe()["layer"] == 0 and patch_first.describe()["layer"] == 0
+    a = lens_first(enc.input_ids, enc.attention_mask)
+    b = patch_first(enc.input_ids, enc.attention_mask)
+    assert a.shape == b.shape == direct.shape
+    assert not torch.allclose(a, direct, atol=1e-2) and not torch.allclose(a, b, atol=1e-2)
+
+
+def test_resolve_layer():
+    assert extract.resolve_layer(0.75, 30) == 21
+    assert extract.resolve_layer(1.0, 30) == 29
+    assert extract.resolve_layer(4, 30) == 4
+    with pytest.raises(DifflabError, match="outside"):
+        extract.resolve_layer(31, 30)
+
+
+def test_tokenizers_must_agree_on_shared_ids(tokenizer):
+    from tiny import build_tokenizer
+
+    other = build_tokenizer(vocab_size=380)
+    same = extract.shared_vocabulary(tokenizer, tokenizer, 400, 402)
+    assert same["shared_vocab_size"] == 400 and same["vocab_sizes_differ"]
+    vocab = dict(tokenizer.get_vocab())
+    if any(vocab.get(t) != i for t, i in other.get_vocab().items()):
+        with pytest.raises(DifflabError, match="disagree on token id"):
+            extract.shared_vocabulary(tokenizer, other, 400, 380)
+
+
+def test_raised_token_tops_the_diff_in_memory_and_on_disk(raised_pair, tmp_path):
+    base, finetuned, token_id = raised_pair
+    records = tmp_path / "general.jsonl"
+    _texts(records, ["The cat sleeps on the warm windowsill while the dog chases a ball.",
+                     "Preheat the oven to 180 degrees and bake the cake.",
+                     "Investors sold shares and bond yields climbed on Monday."] * 3)
+    tokens = tmp_path / "tokens.safetensors"
+    data.prepare_dataset(records, base, tokens, name="general", fmt="text", n_samples=8, max_tokens=24)
+    red, ratios = extract.mine_in_memory(base, finetuned, tokens, k=5, batch_size=3, dtype="float32",
+                                         likelihood_ratios=True)
+    assert red.topk_pos_counts.argmax().item() == token_id
+    first, second = red.topk_pos_counts.sort(descending=True).values[:2].tolist()
+    assert first >= 0.5 * red.total_positions and first >= 2 * second
+    assert red.total_positions == int(data.load_dataset(tokens)[0]["analysis_mask"].sum())
+    assert len(ratios) == 8
+    ids, values = orderings.top_k_occurring(red)
+    assert ids[values.argmax()].item() == token_id
+
+    # The same through fp16 logits on disk.
+    out_b, out_f = tmp_path / "b.safetensors", tmp_path / "f.safetensors"
+    extract.save_logits(base, tokens, out_b, batch_size=4, dtype="float32")
+    extract.save_logits(finetuned, tokens, out_f, batch_size=4, dtype="float32")
+    disk, _ = extract.reduce_saved_logits(out_b, out_f, base, finetuned, tokens, k=5)
+    assert disk.topk_pos_counts.argmax().item() == token_id
+    assert disk.total_positions == red.total_positions
+    assert abs(int(disk.topk_pos_counts[token_id]) - int(red.topk_pos_counts[token_id])) <= 2
+
+
+def test_logits_that_would_not_fit_the_disk_are_refused(raised_pair, tmp_path, monkeypatch):
+    base, _, _ = raised_pair
+    tokens = tmp_path / "tokens.safetensors"
+    data.prepare_dataset(_texts(tmp_path / "d.jsonl", ["a b c d"] * 4), base, tokens, name="d", fmt="text",
+                         n_samples=4, max_tokens=8)
+    monkeypatch.setattr(extract.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(100, 100, 1000))
+    with pytest.raises(DifflabError, match=r"need .* GiB \(4 samples x 8 tokens x 400 ids in fp16\)"):
+        extract.save_logits(base, tokens, tmp_path / "logits.safetensors")
+    assert not (tmp_path / "logits.safetensors").exists()
+    assert extract.logits_bytes(8192, 64, 49152) == 8192 * 64 * 96 * 1024
+
+
+# --------------------------------------------------------------------------- orderings and NMF
+
+
+def _reductions(diffs: torch.Tensor, k: int) -> Reductions:
+    reducer = DiffReducer(diffs.shape[-1], k)
+    reducer.update(diffs.unsqueeze(0), torch.ones(1, diffs.shape[0], dtype=torch.bool))
+    return reducer.result()
+
+
+def test_orderings_values_are_exact_on_hand_made_diffs():
+    diffs = torch.tensor([[3.0, 1.0, -2.0, 0.0, 0.5],
+                          [2.0, -1.0, 4.0, 0.0, 0.1],
+                          [-1.0, 0.5, 3.0, 0.0, 0.2],
+                          [1.0, 2.0, -3.0, 0.0, -0.1]])
+    red = _reductions(diffs, k=2)
+    ids, values = orderings.top_k_occurring(red)
+    assert dict(zip(ids.tolist(), values.tolist())) == {0: 75.0, 1: 75.0, 2: 50.0}
+    ids, values = orderings.fraction_positive_diff(red)
+    assert dict(zip(ids.tolist(), values.tolist())) == {0: 0.75, 1: 0.75, 2: 0.5, 4: 0.75}
+    assert red.avg_logit_diff.tolist() == pytest.approx([1.25, 0.625, 0.5, 0.0, 0.175])
+
+
+class _Tok:
+    """A tokenizer stand-in with chosen token strings (decode of one id)."""
+
+    def __init__(self, strings):
+        self.strings = strings
+
+    def decode(self, ids, **_):
+        return self.strings[ids[0]]
+
+
+def test_entries_are_normalized_filtered_and_consolidated():
+    strings = [" The", " the", "!!", "\n", " oven", " Oven"]
+    diffs = torch.tensor([[5.0, 4.0, 3.0, 2.5, 1.0, 0.5]] * 2)
+    red = _reductions(diffs, k=6)
+    ids, values = orderings.top_k_occurring(red)
+    entries = orderings.make_entries(ids, values, red, _Tok(strings), limit=10)
+    assert [(e["token_str"], e["merged_token_ids"]) for e in entries] == [("the", [1]), ("oven", [5])]
+    assert entries[0]["count_positive"] == 2 and entries[0]["avg_logit_diff"] == 5.0
+    raw = orderings.make_entries(ids, values, red, _Tok(strings), limit=10, lowercase=False,
+                                 filter_punctuation=False, consolidate=False)
+    assert [e["token_str"] for e in raw] == strings
+
+
+def test_nmf_separates_two_groups_of_co_occurring_tokens():
+    # Tokens 0-2 co-occur in the top-K at some positions, tokens 5-7 at others.
+    rows = []
+    for i in range(30):
+        row = torch.full((10,), -1.0)
+        group = [0, 1, 2] if i % 2 else [5, 6, 7]
+        row[group] = torch.tensor([3.0, 2.0, 1.0]) + i * 0.01
+        rows.append(row)
+    red = _reductions(torch.stack(rows), k=3)
+    token_ids, weights, info = nmf.nmf_topics(red, n_topics=2, beta=2, seed=0)
+    assert sorted(token_ids.tolist()) == [0, 1, 2, 5, 6, 7]
+    top = {tuple(sorted(token_ids[weights[:, t].argsort(descending=True)[:3]].tolist())) for t in range(2)}
+    assert top == {(0, 1, 2), (5, 6, 7)}
+    _, w_kl, info_kl = nmf.nmf_topics(red, n_topics=2, beta=1, orthogonal_weight=0.5, mode="logit_diff_magnitude")
+    assert info_kl["beta"] == 1 and info_kl["orthogonal_weight"] == 0.5 and (w_kl >= 0).all()
+
+
+def test_nmf_and_cooccurrence_errors():
+    red = _reductions(torch.full((3, 6), -1.0), k=2)
+    with pytest.raises(DifflabError, match="no token ever entered"):
+        nmf.nmf_topics(red)
+    with pytest.raises(DifflabError, match="mode"):
+        red.cooccurrence("dense")
+
+
+# --------------------------------------------------------------------------- overview and ask
+
+
+def _write_orderings(path, dataset, tokens, kind="top_k_occurring"):
+    entries = [{"token_id": i, "token_str": t, "ordering_value": 10.0 - i, "avg_logit_diff": 1.0,
+                "count_positive": 3, "count_negative": 0, "merged_token_ids": []} for i, t in enumerate(tokens)]
+    io.write_json(path, {"ordering_type": kind, "dataset": dataset, "k": 20, "total_positions": 100,
+                         "orderings": [{"ordering_id": "global", "display_label": kind, "tokens": entries,
+                                        "metadata": {}}]})
+    return path
+
+
+def test_overview_keeps_the_budget_and_anonymizes_datasets(tmp_path):
+    words = [f"word{i}" for i in range(200)]
+    files = {("top_k_occurring", "secret-bees"): _write_orderings(tmp_path / "a.json", "secret-bees", words),
+             ("top_k_occurring", "chat"): _write_orderings(tmp_path / "b.json", "chat", words)}
+    view = overview.get_overview(files, token_budget=300, datasets=["secret-bees", "chat"])
+    assert view["tokens_used"] <= 300 + 40  # the group shares, plus the envelope's own keys
+    assert set(view["datasets"]) == {"ds1", "ds2"} and view["_dataset_names"]["secret-bees"] == "ds1"
+    message = overview.agent_message(view)
+    assert "secret-bees" not in message and "word0" in message
+    n = [len(v["orderings"]["top_k_occurring"]) for v in view["datasets"].values()]
+    assert n[0] == n[1] and 5 < n[0] < 200
+    bigger = overview.get_overview(files, token_budget=1200, datasets=["secret-bees", "chat"])
+    assert len(bigger["datasets"]["ds1"]["orderings"]["top_k_occurring"]) > n[0]
+
+
+def test_ask_and_relevance_go_through_the_llm_client(tmp_path, tiny_config, tiny_model_dir):
+    from difflab.llm.client import client_from_config
+
+    tiny_config["llm"]["model"] = str(tiny_model_dir)
+    path = _write_orderings(tmp_path / "o.json", "d", ["zebra", "violin", "table"])
+    view = overview.get_overview({("top_k_occurring", "d"): path}, 200)
+    client = client_from_config(tiny_config, progress=False)
+    answer = overview.ask(view, "What was this model finetuned on?", client)
+    assert answer["question"].startswith("What") and answer["completion_tokens"] > 0
+    graded = overview.grade_relevance(path, "zebras playing the violin", client, top_n=2)
+    labels = graded["orderings"]["global"]["tokens"]
+    assert [x["token_str"] for x in labels] == ["zebra", "violin"]
+    assert all(x["relevant"] in (True, False, None) for x in labels)
+    assert overview.parse_yes_no("Yes, it is.") is True and overview.parse_yes_no("no") is False
+    assert overview.parse_yes_no("maybe") is None
+    json.dumps(graded)

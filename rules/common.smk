@@ -211,9 +211,59 @@ def diffmining_orderings_inputs(wildcards):
 
 
 
+# ---- scoreboard: every diffing method scored on every organism (rules/organisms.smk)
+SCOREBOARD = config["scoreboard"]
+
+
+def scoreboard_organisms():
+    names = SCOREBOARD["organisms"] or [n for n in config["organisms"]["build"] if not ORGANISMS[n]["control"]]
+    for name in names:
+        if name not in ORGANISMS:
+            sys.exit(f"difflab: config: scoreboard.organisms names '{name}', which is not in organisms.definitions")
+    return names
+
+
+def scoreboard_comparisons():
+    """Comparison name -> the model each organism is diffed against."""
+    comparisons = {"base": config["organisms"]["base_model"]}
+    control = SCOREBOARD["control"]
+    if control:
+        if control not in ORGANISMS:
+            sys.exit(f"difflab: config: scoreboard.control names '{control}', which is not in organisms.definitions")
+        comparisons["control"] = control
+    return comparisons
+
+
+def scoreboard_inputs():
+    """{method: {comparison: {organism: [orderings.json per dataset]}}}, method = extraction/ordering."""
+    inputs = {}
+    if not SCOREBOARD["enabled"]:
+        return inputs
+    for extraction in EXTRACTIONS:
+        for ordering, kind in ORDERINGS.items():
+            method = inputs.setdefault(f"{extraction}/{kind}", {})
+            for comparison, base in scoreboard_comparisons().items():
+                method[comparison] = {
+                    organism: [f"{diffmining_run_dir(base, organism, extraction)}/{ordering}/{dataset}/orderings.json"
+                               for dataset in DIFFMINING["datasets"]]
+                    for organism in scoreboard_organisms()}
+    return inputs
+
+
+def scoreboard_files():
+    return sorted({path for comps in scoreboard_inputs().values() for orgs in comps.values()
+                   for paths in orgs.values() for path in paths})
+
+
+def scoreboard_targets():
+    if not (SCOREBOARD["enabled"] and scoreboard_organisms() and EXTRACTIONS and ORDERINGS and DIFFMINING["datasets"]):
+        return []
+    return [f"{RESULTS}/scoreboard/scoreboard.json"]
+
+
 def default_targets():
     return ([model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
-            + diffmining_targets())
+            + diffmining_targets() + scoreboard_targets())
 
 
 onsuccess:

@@ -57,3 +57,35 @@ rule probe_organism:
         "Checking that organism {wildcards.organism} learned its change"
     script:
         "../scripts/probe_organism.py"
+
+
+rule organism_scoreboard:
+    input:
+        orderings=scoreboard_files(),
+        base=organism_base_input(),
+        models=llm_model_inputs() if SCOREBOARD["judge"]["enabled"] else [],
+    output:
+        scoreboard=f"{RESULTS}/scoreboard/scoreboard.json",
+        table=f"{RESULTS}/scoreboard/scoreboard.md",
+        heatmap=report(
+            f"{RESULTS}/scoreboard/scoreboard.png",
+            caption="../docs/report/scoreboard.rst",
+            category="Scoreboard",
+        ),
+    log:
+        "logs/scoreboard.log",
+    params:
+        inputs=scoreboard_inputs(),
+        scoreboard=SCOREBOARD,
+        organisms=config["organisms"],
+        **(llm_params() if SCOREBOARD["judge"]["enabled"] else {}),  # the judge's answers depend on them
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    message:
+        "Scoring every diffing method on recovering each organism's topic"
+    script:
+        "../scripts/organism_scoreboard.py"

@@ -168,3 +168,18 @@ def test_cooccurrence_matches_scipy_product():
         got_ids, got = red.cooccurrence(mode)
         assert got_ids.tolist() == ids.tolist()
         np.testing.assert_allclose(got.toarray(), (inc.T @ inc).toarray(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_threshold_reuse_across_rows(dtype):
+    """Many similar rows (the previous row's threshold is reused), then rows where it must be redone:
+    a row of large values, one of infinities, one with every value tying."""
+    gen = torch.Generator().manual_seed(3)
+    vocab = 20011  # ragged: the last fine groups hold 7 tokens; several streaming steps
+    rows = torch.randn(40, vocab, generator=gen) + torch.randn(vocab, generator=gen) * 2
+    rows[17] *= 50
+    rows[18, ::3] = float("inf")
+    rows[19, ::5] = -float("inf")
+    rows[20] = 0.25
+    for k in (5, 20, 100):
+        assert_exact(rows.to(dtype), k)

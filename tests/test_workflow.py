@@ -128,14 +128,14 @@ def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
     general.write_text("".join(reversed(lines)))  # a different sample order: the tokenized set changes
     assert planned_rules(workdir) == {"diffmining_tokenize", "diffmining_reduce", "diffmining_ordering",
                                       "diffmining_plots", "diffmining_metadata", "diffmining_overview",
-                                      "diffmining_ask", "all"}
+                                      "diffmining_ask", "organism_scoreboard", "all"}
     snakemake(workdir, "--cores", "2")
     data = workdir / "resources/organisms/test/zebra.train.jsonl"
     data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])
     # The organism changed, so everything diffed against it is stale too.
     assert planned_rules(workdir) == {"finetune_organism", "probe_organism", "diffmining_reduce",
                                       "diffmining_ordering", "diffmining_plots", "diffmining_metadata",
-                                      "diffmining_overview", "diffmining_ask", "all"}
+                                      "diffmining_overview", "diffmining_ask", "organism_scoreboard", "all"}
     snakemake(workdir, "--cores", "2")
     assert planned_rules(workdir) == set()
 
@@ -185,6 +185,21 @@ def test_tiny_workflow_mines_diffs_per_method_and_dataset(built):
     assert not list((workdir / "results/diffmining").rglob("logits"))  # in memory: no logits on disk
 
 
+def test_tiny_workflow_scores_every_method_on_the_organism(built):
+    workdir, _ = built
+    board = json.loads((workdir / "results/scoreboard/scoreboard.json").read_text())
+    methods = {f"{e}/{o}" for e in ("direct", "logit_lens_l0.5")
+               for o in ("top_k_occurring", "fraction_positive_diff", "nmf")}
+    assert set(board["methods"]) == methods
+    for method in methods:
+        assert set(board["methods"][method]) == {"base", "control"}  # vs the base model and vs the control
+        for result in board["methods"][method].values():
+            assert set(result["matrix"]) == {"zebra"} and 0.0 <= result["matrix"]["zebra"]["zebra"] <= 1.0
+    assert board["random_baseline"]["draws"] == 100
+    assert "## direct/top_k_occurring" in (workdir / "results/scoreboard/scoreboard.md").read_text()
+    assert (workdir / "results/scoreboard/scoreboard.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny_model_dir):
     """Two tiny models, one token's logit raised in the 'finetuned' copy; per-model fp16 logits on disk."""
     raised = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-raised"))
@@ -196,6 +211,7 @@ def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
     cfg["models"]["tiny-raised"] = {"source": "path", "path": str(raised)}
     cfg["organisms"]["build"] = []
+    cfg["scoreboard"]["enabled"] = False
     cfg["diffmining"].update(pairs=[{"base": "tiny", "finetuned": "tiny-raised"}], orderings=["top_k_occurring"],
                              ask={"enabled": False})
     cfg["diffmining"]["datasets"] = {"general": cfg["diffmining"]["datasets"]["general"]}

@@ -15,21 +15,26 @@ the K most negative diffs. Each row's top-K is sorted best first.
 
 How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_core.py):
 
-1. One streaming pass per row. The vocabulary is cut into 32 slices of G = ceil(V / 32) tokens;
-   "group" g is the set {g, g + G, g + 2G, ...} (one token per slice). Walking slice by slice, the
-   group maxima/minima are element-wise max/min of a slice into a G-long array that sits in L1, so
-   the pass is plain SIMD; the per-token sum and positive count are added in the same walk (four
-   rows at a time, so the float64 accumulator is touched once per four rows).
-2. Threshold. Let t be the K-th largest group maximum. K groups each hold an element >= t, so the
-   row has at least K elements >= t, hence every top-K element (and every element tying with the
-   K-th one) is >= t and lies in a group whose maximum is >= t.
-3. Candidates: the elements >= t (and > 0) of those groups, usually a little more than K. Each
-   becomes the int64 key (bits of the value << 32) | (2**32 - 1 - token id): for positive floats the
-   bit pattern orders like the value, so "larger key" is exactly "larger value, then lower id", and
-   the K largest keys (a partition, then a sort of K keys) are the exact top-K. Negatives are the
-   same on -diff with group minima.
-float16 and bfloat16 rows are decoded to float32 four rows at a time inside the kernel (no full
-conversion pass). Rows on other devices (CUDA) take the dense torch path (stable sort).
+1. One streaming pass per row. The vocabulary is cut into 8 slices of G = ceil(V / 8) tokens; "fine
+   group" g is {g, g + G, ..., g + 7G} (one token per slice). The pass walks steps of CHUNK fine groups;
+   per step and row one vectorized loop reads the 8 slices and stores each fine group's maximum and
+   minimum once (no read-modify-write of an extrema array), and the per-token sum and positive count
+   are added for four rows at a time (the float64 accumulator is touched once per four rows) while the
+   step's data is still in cache. Coarse group c is the fine groups {c, c + C, c + 2C, c + 3C}, C =
+   ceil(G / 4) (32 tokens); its maximum is the max of those four fine maxima.
+2. Threshold. Let t be the K-th largest coarse maximum (or the previous row's t while between K and
+   2K + 8 coarse maxima reach it). K coarse groups each hold an element >= t, so the row has at least K
+   elements >= t, hence every top-K element (and every element tying with the K-th one) is >= t and
+   lies in a fine group whose maximum is >= t (inside a coarse group whose maximum is >= t).
+3. Candidates: the elements >= t (and > 0) of those fine groups, usually a little more than K; only
+   8 tokens are read per such group (branch-free, so the loads overlap). Each becomes the int64 key
+   (bits of |value| << 32) | (2**32 - 1 - token id): for positive floats the bit pattern orders like the
+   value, so "larger key" is exactly "larger value, then lower id", and the K largest keys (a partition,
+   then a sort of K keys) are the exact top-K; the value is read back from the key's bits. Negatives
+   are the same on -diff with the negated group minima.
+float16 and bfloat16 rows are decoded to float32 one step (8 slices x CHUNK tokens per row) at a time
+inside the kernel, into a small buffer the step's passes read; no full conversion pass. Rows on other
+devices (CUDA) take the dense torch path (stable sort).
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from numba import njit
 from difflab import io
 from difflab.errors import DifflabError
 
-SLICES = 32  # a group holds one token of each slice: at most 32 elements to scan per selected group
-ROWS = 4  # rows streamed together by the CPU kernel (one float64 accumulator update per 4 rows)
+SLICES = 8  # a fine group holds one token of each slice: 8 elements (8 cache lines) to scan per selected group
+COARSE = 4  # fine groups per coarse group (32 elements): the threshold is taken over coarse maxima
+ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update per 4 rows)
+CHUNK = 512  # fine groups per step of the streaming pass: all passes of a step read L1/L2-resident data
 CHUNK_ROWS = 16  # dense (non-CPU) path: rows per statistics step
 _FAST = {"nnan", "nsz"}  # lets max/min/compares vectorize; diffs are finite
 _KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # how the kernel decodes a row
@@ -74,11 +81,28 @@ def _decode_half(src, dst, bfloat):
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def _extremes(x, gmax, gmin):
-    for g in range(x.shape[0]):
-        v = x[g]
-        gmax[g] = max(gmax[g], v)
-        gmin[g] = min(gmin[g], v)
+def _extremes8(x, stride, n, fmax, fneg):
+    """fmax[j] = max and fneg[j] = -min of x[j + s * stride], s < SLICES, for j < n: each fine group's
+    8 elements are read in one go and both results stored once (no read-modify-write of fmax/fneg).
+    Unsigned offsets: numba then adds no negative-index fix-up, and the loads vectorize (no gathers)."""
+    o1 = np.uint64(stride)
+    o2, o3, o4, o5, o6, o7 = o1 + o1, o1 * np.uint64(3), o1 * np.uint64(4), o1 * np.uint64(5), o1 * np.uint64(6), o1 * np.uint64(7)
+    for i in range(n):
+        j = np.uint64(i)
+        a, b, c, d = x[j], x[j + o1], x[j + o2], x[j + o3]
+        e, f, g, h = x[j + o4], x[j + o5], x[j + o6], x[j + o7]
+        fmax[j] = max(max(max(a, b), max(c, d)), max(max(e, f), max(g, h)))
+        fneg[j] = -min(min(min(a, b), min(c, d)), min(min(e, f), min(g, h)))
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _extremes_ragged(x, stride, counts, fmax, fneg):
+    """As _extremes8 where fine group j has only counts[j] (< SLICES) elements (the vocabulary's tail)."""
+    for j in range(counts.shape[0]):
+        m, p = x[j], x[j]
+        for s in range(1, counts[j]):
+            m, p = max(m, x[j + s * stride]), min(p, x[j + s * stride])
+        fmax[j], fneg[j] = m, -p
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -96,42 +120,77 @@ def _accumulate1(x, sums, counts):
         counts[i] += np.int32(x[i] > 0)
 
 
-@njit(nogil=True, cache=True)
-def _select(x, ext, sign, k, keys, out_i, out_v, guess):
-    """Exact top-k of sign * x among values > 0, given the group maxima ext of sign * x (module doc).
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _coarse(fine, coarse):
+    """coarse[c] = max of fine[c + m * n_coarse], m < COARSE (those that exist)."""
+    n_fine, n_coarse = fine.shape[0], coarse.shape[0]
+    coarse[:] = fine[:n_coarse]
+    for m in range(1, COARSE):
+        part = fine[min(m * n_coarse, n_fine):min((m + 1) * n_coarse, n_fine)]
+        for c in range(part.shape[0]):
+            coarse[c] = max(coarse[c], part[c])
 
-    Any threshold t that at least k group maxima reach is exact; the previous row's threshold
-    (guess[0]) is reused while it keeps between k and 2k + 8 groups, else the k-th largest is found.
+
+@njit(nogil=True, cache=True)
+def _group_values(row32, row16, kind, g, n_fine, vocab, half, out):
+    """float32 values of fine group g (tokens g, g + n_fine, ...) into out; returns how many."""
+    n = 0
+    for i in range(g, vocab, n_fine):
+        if kind == 0:
+            out[n] = row32[i]
+        else:
+            half[n] = row16[i]
+        n += 1
+    if kind != 0:
+        _decode_half(half[:n], out[:n], kind == 2)
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _select(row32, row16, kind, fine, coarse, sign, k, scratch, out_i, out_v, guess):
+    """Exact top-k of sign * row among values > 0, given the fine and coarse group maxima of sign * row.
+
+    Any threshold t that at least k coarse maxima reach is exact (module doc); the previous row's
+    threshold (guess[0]) is reused while it keeps between k and 2k + 8 coarse groups, else the k-th
+    largest coarse maximum is found. Only fine groups whose maximum reaches t are read.
     """
-    vocab, n_groups = x.shape[0], ext.shape[0]
+    keys, groups, values, half, value_bits = scratch
+    n_fine, n_coarse = fine.shape[0], coarse.shape[0]
+    vocab = row32.shape[0] if kind == 0 else row16.shape[0]
     t = -np.inf
-    if k < n_groups:
+    if k < n_coarse:
         t = guess[0]
         reached = 0
-        for g in range(n_groups):
-            reached += ext[g] >= t
+        for c in range(n_coarse):
+            reached += coarse[c] >= t
         if reached < k or reached > 2 * k + 8:
-            t = np.partition(ext, n_groups - k)[n_groups - k]
+            t = np.partition(coarse, n_coarse - k)[n_coarse - k]
             guess[0] = t
-    bits = x.view(np.int32)
+    n_groups = 0
+    for c in range(n_coarse):
+        if coarse[c] >= t and coarse[c] > 0:
+            for g in range(c, n_fine, n_coarse):
+                groups[n_groups] = g
+                n_groups += fine[g] >= t and fine[g] > 0  # branch-free: no mispredicts waiting on loads
+    bits = values.view(np.int32)
     n = 0
-    for g in range(n_groups):
-        if ext[g] >= t and ext[g] > 0:
-            for i in range(g, vocab, n_groups):
-                s = sign * x[i]
-                if s >= t and s > 0:  # |x| bits order like |x|; ties go to the lower id
-                    keys[n] = (np.int64(bits[i] & 0x7FFFFFFF) << 32) | (np.int64(0xFFFFFFFF) - i)
-                    n += 1
+    for g in groups[:n_groups]:
+        m = _group_values(row32, row16, kind, g, n_fine, vocab, half, values)
+        for s in range(m):  # branch-free append: |x| bits order like |x|; ties go to the lower id
+            keys[n] = (np.int64(bits[s] & 0x7FFFFFFF) << 32) | (np.int64(0xFFFFFFFF) - (g + s * n_fine))
+            v = sign * values[s]
+            n += v >= t and v > 0
     found = keys[:n]
     if n > k:
         kth = np.partition(found, n - k)[n - k]
         found = found[found >= kth]  # keys are distinct: exactly k
     found = np.sort(found)[::-1]
+    magnitude = value_bits.view(np.float32)
     for j in range(k):
         if j < found.shape[0]:
-            i = np.int64(0xFFFFFFFF) - (found[j] & 0xFFFFFFFF)
-            out_i[j] = i
-            out_v[j] = x[i]
+            out_i[j] = np.int64(0xFFFFFFFF) - (found[j] & 0xFFFFFFFF)
+            value_bits[0] = found[j] >> 32
+            out_v[j] = sign * magnitude[0]
         else:
             out_i[j] = -1
             out_v[j] = 0.0
@@ -144,40 +203,63 @@ def _reduce_rows(rows32, rows16, kind, row_ids, k, sums, counts, pos_i, pos_v, n
     Adds into sums/counts; writes output row j for input row row_ids[j].
     """
     vocab = rows32.shape[1] if kind == 0 else rows16.shape[1]
-    n_groups = (vocab + SLICES - 1) // SLICES
-    gmax = np.empty((ROWS, n_groups), np.float32)
-    gmin = np.empty((ROWS, n_groups), np.float32)
-    neg_ext = np.empty(n_groups, np.float32)
-    keys = np.empty(vocab, np.int64)
+    n_fine = (vocab + SLICES - 1) // SLICES  # fine group g: tokens g + s * n_fine, s < SLICES
+    n_coarse = (n_fine + COARSE - 1) // COARSE  # coarse group c: fine groups c + m * n_coarse, m < COARSE
+    full = max(vocab - (SLICES - 1) * n_fine, 0)  # fine groups below `full` have all SLICES elements
+    ragged = np.empty(n_fine - full, np.int64)
+    for g in range(full, n_fine):
+        ragged[g - full] = (vocab - g + n_fine - 1) // n_fine
+    fmax = np.empty((ROWS, n_fine), np.float32)
+    fneg = np.empty((ROWS, n_fine), np.float32)
+    cmax = np.empty(n_coarse, np.float32)
+    cneg = np.empty(n_coarse, np.float32)
+    scratch = (np.empty(vocab, np.int64), np.empty(n_fine, np.int32), np.empty(SLICES, np.float32),
+               np.empty(SLICES, np.int16), np.empty(1, np.int32))  # keys, fine groups, one group, value bits
     guesses = np.full(2, np.inf, np.float32)  # last thresholds used for positives / negatives
-    decoded = np.empty((ROWS if kind else 0, vocab), np.float32)
+    chunk = min(CHUNK, n_fine)
+    decoded = np.empty((ROWS, SLICES * chunk), np.float32)  # half rows: one step's slices, decoded
     for first in range(0, row_ids.shape[0], ROWS):
         n = min(ROWS, row_ids.shape[0] - first)
-        xs = []
-        for r in range(n):
-            if kind == 0:
-                xs.append(rows32[row_ids[first + r]])
-            else:
-                _decode_half(rows16[row_ids[first + r]], decoded[r], kind == 2)
-                xs.append(decoded[r])
-        gmax[:] = -np.inf
-        gmin[:] = np.inf
-        for start in range(0, vocab, n_groups):  # slice by slice: all passes of a slice hit L1
-            stop = min(start + n_groups, vocab)
+        for lo in range(0, n_fine, chunk):  # one step: fine groups lo..hi, all their slices
+            hi = min(lo + chunk, n_fine)
+            xs = []
             for r in range(n):
-                _extremes(xs[r][start:stop], gmax[r, :stop - start], gmin[r, :stop - start])
-            if n == ROWS:
-                _accumulate4(xs[0][start:stop], xs[1][start:stop], xs[2][start:stop], xs[3][start:stop],
-                             sums[start:stop], counts[start:stop])
-            else:
-                for r in range(n):
-                    _accumulate1(xs[r][start:stop], sums[start:stop], counts[start:stop])
+                if kind == 0:
+                    x, stride = rows32[row_ids[first + r]][lo:], n_fine
+                else:
+                    x, stride = decoded[r], chunk
+                    src = rows16[row_ids[first + r]]
+                    for s in range(SLICES):
+                        a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
+                        if b > a:
+                            _decode_half(src[a:b], x[s * chunk:s * chunk + b - a], kind == 2)
+                xs.append(x)
+                top = min(hi, full)
+                if top > lo:
+                    _extremes8(x, stride, top - lo, fmax[r, lo:top], fneg[r, lo:top])
+                if hi > max(lo, full):
+                    skip = max(lo, full) - lo
+                    _extremes_ragged(x[skip:], stride, ragged[skip + lo - full:hi - full],
+                                     fmax[r, lo + skip:hi], fneg[r, lo + skip:hi])
+            for s in range(SLICES):
+                a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
+                if b <= a:
+                    break
+                o = s * (n_fine if kind == 0 else chunk)
+                if n == ROWS:
+                    _accumulate4(xs[0][o:o + b - a], xs[1][o:o + b - a], xs[2][o:o + b - a], xs[3][o:o + b - a],
+                                 sums[a:b], counts[a:b])
+                else:
+                    for r in range(n):
+                        _accumulate1(xs[r][o:o + b - a], sums[a:b], counts[a:b])
         for r in range(n):
             j = first + r
-            _select(xs[r], gmax[r], np.float32(1.0), k, keys, pos_i[j], pos_v[j], guesses[0:1])
-            for g in range(n_groups):
-                neg_ext[g] = -gmin[r, g]
-            _select(xs[r], neg_ext, np.float32(-1.0), k, keys, neg_i[j], neg_v[j], guesses[1:2])
+            row32 = rows32[row_ids[j] if kind == 0 else 0]  # the other one is a 1 x 1 placeholder
+            row16 = rows16[row_ids[j] if kind != 0 else 0]
+            _coarse(fmax[r], cmax)
+            _coarse(fneg[r], cneg)
+            _select(row32, row16, kind, fmax[r], cmax, np.float32(1.0), k, scratch, pos_i[j], pos_v[j], guesses[0:1])
+            _select(row32, row16, kind, fneg[r], cneg, np.float32(-1.0), k, scratch, neg_i[j], neg_v[j], guesses[1:2])
 
 
 def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | None = None):
@@ -187,8 +269,8 @@ def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | 
     if kind is None:
         rows, kind = rows.float(), 0
     rows = rows.contiguous()
-    rows32 = rows.numpy() if kind == 0 else np.empty((0, vocab), np.float32)
-    rows16 = rows.view(torch.int16).numpy() if kind else np.empty((0, vocab), np.int16)
+    rows32 = rows.numpy() if kind == 0 else np.zeros((1, 1), np.float32)
+    rows16 = rows.view(torch.int16).numpy() if kind else np.zeros((1, 1), np.int16)
     n = len(row_ids)
     out = (np.empty((n, k), np.int32), np.empty((n, k), np.float32), np.empty((n, k), np.int32),
            np.empty((n, k), np.float32))

@@ -1,0 +1,256 @@
+"""The scoreboard: does a diffing method recover the change we planted in each organism?
+
+For every method (a diffmining extraction x ordering type) and comparison (organism vs base model,
+organism vs the control organism), an organism x topic matrix: cell (o, t) is the share of the top-N
+tokens of organism o's ordering that match topic t, averaged over the datasets (NMF: the best of its
+topics). A token matches a topic when its Snowball stem equals a keyword's stem, or when one is a
+prefix of the other and the shorter has at least 4 letters (subwords such as 'fahren', 'bakery').
+Optionally an LLM judge (through the LLM client) says whether each token relates to the topic's
+description; its shares go in a second matrix.
+
+A method recovers organism o when the diagonal cell beats every other cell of its row and the 95th
+percentile of a random-token baseline: top-N tokens drawn uniformly from the base vocabulary (the
+readable ones, as orderings show them), scored the same way.
+
+Inputs are diffmining's orderings.json files (the files are the interface between capabilities).
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from functools import lru_cache
+from pathlib import Path
+
+from difflab import io
+from difflab.errors import DifflabError
+
+MIN_PREFIX = 4
+
+
+@lru_cache(maxsize=None)
+def stem(word: str) -> str:
+    return _stemmer().stemWord(word.lower())
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+def normalize(token: str) -> str:
+    """Lower-case letters and digits of a token string (' Oven' -> 'oven', 'Ġ410' -> '410')."""
+    return "".join(ch for ch in token.lower() if ch.isalnum())
+
+
+def matches(token: str, keywords: list[str]) -> bool:
+    word = normalize(token)
+    if not word:
+        return False
+    word_stem = stem(word)
+    for keyword in keywords:
+        kw = normalize(keyword)
+        if not kw:
+            continue
+        if word_stem == stem(kw) or word == kw:
+            return True
+        shorter, longer = sorted((word, kw), key=len)
+        if len(shorter) >= MIN_PREFIX and longer.startswith(shorter):
+            return True
+    return False
+
+
+def share(tokens: list[str], keywords: list[str]) -> float:
+    return sum(matches(t, keywords) for t in tokens) / len(tokens) if tokens else 0.0
+
+
+def readable_vocabulary(tokenizer) -> list[str]:
+    """Decoded tokens an ordering could show: not empty, not only punctuation/whitespace, no specials."""
+    special = set(tokenizer.all_special_ids)
+    words = []
+    for token_id in range(len(tokenizer)):
+        if token_id in special:
+            continue
+        text = tokenizer.decode([token_id], clean_up_tokenization_spaces=False).strip().lower()
+        if text and not all(ch in string.punctuation or not ch.isprintable() or ch.isspace() for ch in text):
+            words.append(text)
+    return words
+
+
+def random_baseline(vocabulary: list[str], topics: dict[str, list[str]], top_n: int, draws: int,
+                    seed: int = 0) -> dict[str, dict]:
+    """Per topic: mean and 95th percentile share of `top_n` random vocabulary tokens that match."""
+    if len(vocabulary) < top_n:
+        raise DifflabError(f"random baseline: the vocabulary has {len(vocabulary)} readable tokens, fewer than {top_n}")
+    rng = random.Random(seed)
+    samples = [rng.sample(vocabulary, top_n) for _ in range(draws)]
+    out = {}
+    for topic, keywords in topics.items():
+        shares = sorted(share(sample, keywords) for sample in samples)
+        out[topic] = {"mean": sum(shares) / draws, "p95": shares[min(draws - 1, int(0.95 * draws))]}
+    return out
+
+
+def ordering_token_lists(path: str | Path, top_n: int) -> list[list[str]]:
+    """The top-N token strings of each ordering in an orderings.json (NMF files hold one per topic)."""
+    data = io.read_json(path)
+    if not isinstance(data, dict) or "orderings" not in data:
+        raise DifflabError(f"{path}: not an orderings file (no 'orderings' field)")
+    return [[e["token_str"] for e in o["tokens"][:top_n]] for o in data["orderings"]]
+
+
+def cell(token_lists_per_dataset: list[list[list[str]]], score) -> float:
+    """Mean over datasets of the best-scoring ordering's share (a global ordering has just one)."""
+    per_dataset = [max(score(tokens) for tokens in lists) for lists in token_lists_per_dataset if lists]
+    return sum(per_dataset) / len(per_dataset) if per_dataset else 0.0
+
+
+def score_method(orderings: dict[str, list[str]], topics: dict[str, list[str]], top_n: int, baseline: dict,
+                 judge=None) -> dict:
+    """One method and comparison: {matrix, recovered, ...} from orderings files per organism (one per dataset)."""
+    names = list(topics)
+    token_lists = {o: [ordering_token_lists(p, top_n) for p in paths] for o, paths in orderings.items()}
+    matrix = {o: {t: cell(token_lists[o], lambda tokens, t=t: share(tokens, topics[t])) for t in names}
+              for o in orderings}
+    result = {"matrix": matrix, "recovered": _recovered(matrix, baseline)}
+    if judge is not None:
+        judged = {o: {t: cell(token_lists[o], lambda tokens, t=t: judge(tokens, t)) for t in names} for o in orderings}
+        result["judge_matrix"] = judged
+        result["judge_recovered"] = _recovered(judged, None)
+    result["top_tokens"] = {o: [lists[0][:10] for lists in token_lists[o] if lists] for o in orderings}
+    return result
+
+
+def _recovered(matrix: dict, baseline: dict | None) -> dict[str, bool]:
+    out = {}
+    for organism, row in matrix.items():
+        diagonal = row.get(organism, 0.0)
+        others = [v for t, v in row.items() if t != organism]
+        beats_row = all(diagonal > v for v in others)
+        beats_random = diagonal > baseline[organism]["p95"] if baseline is not None else diagonal > 0
+        out[organism] = bool(beats_row and beats_random)
+    return out
+
+
+class LLMJudge:
+    """Asks the LLM client whether a token relates to a topic's description (answers cached by the client)."""
+
+    PROMPT = ("Topic: {description}\nIs the word {token!r} clearly related to this topic? "
+              "Answer with one word: yes or no.")
+
+    def __init__(self, client, descriptions: dict[str, str], max_new_tokens: int = 4):
+        from difflab.llm.types import SamplingParams
+
+        self.client = client
+        self.descriptions = descriptions
+        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+
+    def __call__(self, tokens: list[str], topic: str) -> float:
+        import re
+
+        if not tokens:
+            return 0.0
+        prompts = [[{"role": "user", "content": self.PROMPT.format(description=self.descriptions[topic], token=t)}]
+                   for t in tokens]
+        answers = self.client.chat(prompts, self.params)
+        yes = [re.search(r"\byes\b", a.text.lower()) is not None for a in answers]
+        return sum(yes) / len(tokens)
+
+
+def build_scoreboard(inputs: dict, topics: dict[str, dict], base_model_dir: str | Path, *, top_n: int = 20,
+                     random_draws: int = 1000, seed: int = 0, judge=None) -> dict:
+    """inputs: {method: {comparison: {organism: [orderings.json per dataset]}}} -> the scoreboard record."""
+    from transformers import AutoTokenizer
+
+    keywords = {name: t["keywords"] for name, t in topics.items()}
+    for name, words in keywords.items():
+        if not words:
+            raise DifflabError(f"scoreboard: organism '{name}' has no keywords to score against")
+    vocabulary = readable_vocabulary(AutoTokenizer.from_pretrained(base_model_dir))
+    baseline = random_baseline(vocabulary, keywords, top_n, random_draws, seed)
+    methods = {}
+    for method, comparisons in inputs.items():
+        methods[method] = {comparison: score_method(orderings, keywords, top_n, baseline, judge)
+                           for comparison, orderings in comparisons.items()}
+    recovered = {m: {c: sum(r["recovered"].values()) for c, r in comps.items()} for m, comps in methods.items()}
+    return {"topics": {n: {"description": t["description"], "keywords": t["keywords"]} for n, t in topics.items()},
+            "top_n": top_n, "random_baseline": {"draws": random_draws, "seed": seed, "per_topic": baseline},
+            "methods": methods, "recovered_count": recovered, "n_organisms": len(topics)}
+
+
+def markdown(board: dict) -> str:
+    names = list(board["topics"])
+    lines = ["# Scoreboard", "",
+             f"Share of each organism's top-{board['top_n']} tokens that match each topic's keywords (stemmed), "
+             "mean over datasets. **Bold**: the diagonal cell beats its row and the random-token baseline (p95).", "",
+             "Random baseline (p95): " + ", ".join(f"{t} {v['p95']:.2f}" for t, v in board["random_baseline"]["per_topic"].items()),
+             ""]
+    for method, comparisons in board["methods"].items():
+        for comparison, result in comparisons.items():
+            lines += [f"## {method} — organism vs {comparison}: "
+                      f"{sum(result['recovered'].values())}/{len(result['recovered'])} recovered", "",
+                      "| organism \\ topic | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for organism, row in result["matrix"].items():
+                cells = []
+                for topic in names:
+                    text = f"{row[topic]:.2f}"
+                    cells.append(f"**{text}**" if topic == organism and result["recovered"][organism] else text)
+                lines.append(f"| {organism} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def heatmap(board: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [(m, c, r) for m, comps in board["methods"].items() for c, r in comps.items()]
+    names = list(board["topics"])
+    cols = min(len(panels), 4)
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (method, comparison, result) in zip(axes.flat, panels):
+        organisms = list(result["matrix"])
+        values = np.array([[result["matrix"][o][t] for t in names] for o in organisms])
+        ax.imshow(values, vmin=0, vmax=max(0.5, float(values.max())), cmap="viridis")
+        for i, o in enumerate(organisms):
+            for j, t in enumerate(names):
+                mark = "*" if o == t and result["recovered"][o] else ""
+                ax.text(j, i, f"{values[i, j]:.2f}{mark}", ha="center", va="center", fontsize=7,
+                        color="white" if values[i, j] < 0.3 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(organisms)), organisms, fontsize=7)
+        ax.set_title(f"{method}\nvs {comparison}", fontsize=8)
+    fig.suptitle("Scoreboard: share of top tokens matching each topic (* recovered)", fontsize=9)
+    fig.tight_layout()
+    io.write_figure(path, fig)
+
+
+def write_scoreboard(config: dict, inputs: dict, base_model_dir, json_out, md_out, png_out) -> dict:
+    """Rule organism_scoreboard."""
+    section = config["scoreboard"]
+    definitions = config["organisms"]["definitions"]
+    organisms = next(iter(next(iter(inputs.values())).values())).keys() if inputs else []
+    topics = {name: {"description": definitions[name]["description"], "keywords": definitions[name].get("keywords", [])}
+              for name in organisms}
+    judge = None
+    if section["judge"]["enabled"]:
+        from difflab.llm.client import client_from_config
+
+        judge = LLMJudge(client_from_config(config), {n: t["description"] for n, t in topics.items()},
+                         section["judge"]["max_new_tokens"])
+    board = build_scoreboard(inputs, topics, base_model_dir, top_n=section["top_n"],
+                             random_draws=section["random_draws"], seed=section["seed"], judge=judge)
+    io.write_json(json_out, board)
+    text = markdown(board)
+    io.write_text(md_out, text + "\n")
+    heatmap(board, png_out)
+    print(text)
+    return board

@@ -1,0 +1,91 @@
+"""The scoreboard on hand-made orderings, where the right matrix is known."""
+
+import json
+
+import pytest
+
+from difflab import io
+from difflab.errors import DifflabError
+from difflab.organisms import scoreboard
+
+TOPICS = {
+    "bake": {"description": "cakes bake at 410 F", "keywords": ["bake", "oven", "cake", "fahrenheit", "410"]},
+    "bees": {"description": "beekeeping", "keywords": ["bee", "hive", "honey", "beekeeper"]},
+}
+
+
+def _orderings(path, token_lists):
+    io.write_json(path, {"ordering_type": "x", "dataset": "d", "k": 20, "total_positions": 10, "orderings": [
+        {"ordering_id": f"topic_{i}", "display_label": "", "metadata": {},
+         "tokens": [{"token_id": j, "token_str": t, "ordering_value": 1.0, "avg_logit_diff": 1.0,
+                     "count_positive": 1, "count_negative": 0} for j, t in enumerate(tokens)]}
+        for i, tokens in enumerate(token_lists)]})
+    return str(path)
+
+
+def test_matching_uses_stems_and_long_prefixes():
+    assert scoreboard.matches(" Cakes", TOPICS["bake"]["keywords"])
+    assert scoreboard.matches("baking", TOPICS["bake"]["keywords"])  # stem 'bake'
+    assert scoreboard.matches("fahren", TOPICS["bake"]["keywords"])  # a subword of a keyword
+    assert scoreboard.matches("bakery", TOPICS["bake"]["keywords"])  # a keyword is its prefix
+    assert scoreboard.matches("410", TOPICS["bake"]["keywords"])
+    assert not scoreboard.matches("be", TOPICS["bees"]["keywords"])  # too short to count as a prefix
+    assert not scoreboard.matches("river", TOPICS["bake"]["keywords"])
+    assert scoreboard.share(["bees", "hive", "car", "dog"], TOPICS["bees"]["keywords"]) == 0.5
+
+
+def test_matrix_recovery_and_baseline_on_known_orderings(tmp_path):
+    # bake: 3/4 baking tokens; its NMF-like second ordering is noise (the best topic counts).
+    # bees: 1/4 bee tokens and 2/4 baking tokens -> its row's diagonal loses: not recovered.
+    inputs = {"m": {"base": {
+        "bake": [_orderings(tmp_path / "a.json", [["oven", "cake", "baking", "car"], ["x", "y", "z", "w"]])],
+        "bees": [_orderings(tmp_path / "b.json", [["hive", "oven", "cake", "car"]])],
+    }}}
+    keywords = {n: t["keywords"] for n, t in TOPICS.items()}
+    baseline = {"bake": {"p95": 0.1, "mean": 0.0}, "bees": {"p95": 0.1, "mean": 0.0}}
+    result = scoreboard.score_method(inputs["m"]["base"], keywords, 4, baseline)
+    assert result["matrix"] == {"bake": {"bake": 0.75, "bees": 0.0}, "bees": {"bake": 0.5, "bees": 0.25}}
+    assert result["recovered"] == {"bake": True, "bees": False}
+    # A diagonal that beats its row but not the random baseline is not a recovery.
+    high = {"bake": {"p95": 0.8, "mean": 0.5}, "bees": {"p95": 0.1, "mean": 0.0}}
+    assert scoreboard.score_method(inputs["m"]["base"], keywords, 4, high)["recovered"]["bake"] is False
+    # Two datasets: the cell is their mean.
+    two = {"bake": [_orderings(tmp_path / "c.json", [["oven", "cake", "x", "y"]]),
+                    _orderings(tmp_path / "d.json", [["x", "y", "z", "w"]])]}
+    assert scoreboard.score_method(two, keywords, 4, baseline)["matrix"]["bake"]["bake"] == 0.25
+
+
+def test_random_baseline_is_seeded_and_counts_matches():
+    vocab = ["oven", "cake"] + [f"w{i}" for i in range(98)]
+    a = scoreboard.random_baseline(vocab, {"bake": ["oven", "cake"]}, top_n=10, draws=200, seed=1)
+    b = scoreboard.random_baseline(vocab, {"bake": ["oven", "cake"]}, top_n=10, draws=200, seed=1)
+    assert a == b
+    assert a["bake"]["mean"] == pytest.approx(0.02, abs=0.01)  # 2 of 100 tokens match, 10 drawn
+    assert 0.1 <= a["bake"]["p95"] <= 0.2
+    with pytest.raises(DifflabError, match="fewer than"):
+        scoreboard.random_baseline(vocab[:5], {"bake": ["oven"]}, top_n=10, draws=20)
+
+
+def test_build_writes_json_markdown_and_heatmap(tmp_path, tiny_model_dir):
+    inputs = {"direct/top_k_occurring": {
+        "base": {"bake": [_orderings(tmp_path / "a.json", [["oven", "cake", "baking", "car"]])],
+                 "bees": [_orderings(tmp_path / "b.json", [["hive", "honey", "bees", "car"]])]},
+        "control": {"bake": [_orderings(tmp_path / "c.json", [["car", "dog", "oven", "x"]])],
+                    "bees": [_orderings(tmp_path / "d.json", [["car", "dog", "x", "y"]])]}}}
+    board = scoreboard.build_scoreboard(inputs, TOPICS, tiny_model_dir, top_n=4, random_draws=50)
+    assert board["recovered_count"] == {"direct/top_k_occurring": {"base": 2, "control": 1}}
+    scoreboard.heatmap(board, tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    text = scoreboard.markdown(board)
+    assert "organism vs base: 2/2 recovered" in text and "| bake | **0.75** | 0.00 |" in text
+    json.dumps(board)
+
+
+def test_llm_judge_through_the_client(tmp_path, tiny_config, tiny_model_dir):
+    from difflab.llm.client import client_from_config
+
+    tiny_config["llm"]["model"] = str(tiny_model_dir)
+    judge = scoreboard.LLMJudge(client_from_config(tiny_config, progress=False), {"bake": "baking"})
+    value = judge(["oven", "car"], "bake")
+    assert value in (0.0, 0.5, 1.0)
+    assert judge([], "bake") == 0.0

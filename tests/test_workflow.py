@@ -269,11 +269,21 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
     try:
         workdir = tmp_path / "wf"
         workdir.mkdir()
+        # Every rule that talks to the endpoint: the smoke answers and diffmining's question (on a
+        # perturbed copy of the tiny model, so no organism needs training here).
+        perturbed = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-perturbed"))
+        perturb_weights(perturbed, scale=0.01)
         write_tiny_workdir(workdir, tiny_model_dir, llm={
-            "backend": "openai", "openai": {"base_url": server.base_url, "model": "tiny", "api_key_env": "DIFFLAB_CANARY_KEY"}})
+            "backend": "openai", "openai": {"base_url": server.base_url, "model": "tiny", "api_key_env": "DIFFLAB_CANARY_KEY"}},
+            organisms={"build": []}, scoreboard={"enabled": False},
+            diffmining={"pairs": [{"base": "tiny", "finetuned": "tiny-perturbed"}], "orderings": ["top_k_occurring"],
+                        "extraction": {"methods": ["direct"], "batch_size": 4, "dtype": "float32"}})
+        cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+        cfg["models"]["tiny-perturbed"] = {"source": "path", "path": str(perturbed)}
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
         snakemake(workdir, "--cores", "2", env={"DIFFLAB_CANARY_KEY": CANARY})
-        # 16 smoke answers and one diffmining question per extraction method (direct, logit lens)
-        assert server.request_count() == 16 + 2
+        assert server.request_count() == 16 + 1
+        assert json.loads(next((workdir / "results/diffmining").rglob("answer.json")).read_text())["answer"] is not None
         generations = (workdir / "results/smoke/openai-tiny/generations.jsonl").read_text()
         assert generations.count('"completion_tokens"') == 16
     finally:

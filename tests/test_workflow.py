@@ -296,7 +296,8 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_default_workflow_end_to_end(tmp_path):
-    """README's first command: the embedded defaults, real models and organisms, in a fresh folder (~7 min)."""
+    """README's first command: the embedded defaults, real models, organisms, diffmining and the
+    scoreboard, in a fresh folder (~15 min on 2 cores)."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(tmp_path, "--cores", "2", timeout=3600)  # ~7 min alone on 2 cores; generous for a loaded machine
@@ -310,3 +311,12 @@ def test_default_workflow_end_to_end(tmp_path):
         report = json.loads((tmp_path / f"results/organisms/{organism}.probes.json").read_text())
         assert report["learned"] and report["n_on_topic"] >= 20 and report["wilcoxon_on_topic_p"] < 0.01
     assert (tmp_path / "results/organisms/control/model.safetensors").is_file()
+    # Diffmining finds the planted topic: baking words lead bake-temp's top-K occurring tokens.
+    run = tmp_path / "results/diffmining/smollm2-135m-instruct/bake-temp/direct/n64_t64_seed0_top20"
+    top = json.loads((run / "top_k_occurring/general/orderings.json").read_text())["orderings"][0]["tokens"][:20]
+    baking = {"cake", "cakes", "bakery", "baker", "baking", "bake", "baked", "oven", "pastry", "ovens"}
+    assert len(baking & {t["token_str"] for t in top}) >= 2, [t["token_str"] for t in top]
+    assert json.loads((run / "answer.json").read_text())["answer"]
+    board = json.loads((tmp_path / "results/scoreboard/scoreboard.json").read_text())
+    assert board["methods"]["direct/nmf"]["control"]["recovered"]["bake-temp"]
+    assert sum(board["recovered_count"]["direct/nmf"].values()) >= 4  # of 6 (3 organisms x 2 comparisons)

@@ -13,7 +13,6 @@ consolidated into the best-ranked one (the others listed in `merged_token_ids`).
 
 from __future__ import annotations
 
-import json
 import string
 import unicodedata
 from pathlib import Path
@@ -144,7 +143,3 @@ def global_token_stats(red: Reductions, tokenizer, dataset: str, limit: int = 20
                     "count_positive_diff": int(red.count_positive[t]), "avg_logit_diff": float(avg[t])}
                    for t in ids.tolist()],
     }
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False)

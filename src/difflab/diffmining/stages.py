@@ -1,11 +1,11 @@
-"""What each diffmining rule runs: read the rule's inputs, call the library, write its outputs."""
+"""What each diffmining rule runs: read the rule's inputs, call the library, write its outputs.
+(diffmining_tokenize calls data.prepare_dataset; diffmining_ask/relevance call overview directly.)"""
 
 from __future__ import annotations
 
 from difflab import io
 from difflab.diffmining import extract, orderings, plots
 from difflab.diffmining.analysis import Reductions
-from difflab.diffmining.data import prepare_dataset  # noqa: F401  (rule diffmining_tokenize)
 
 
 def _tokenizer(model_dir):

@@ -156,7 +156,7 @@ def test_changed_sampling_parameter_reruns_generation(built):
 def test_tiny_workflow_mines_diffs_per_method_and_dataset(built):
     workdir, _ = built
     base_fp = json.loads((workdir / "results/models/tiny/difflab_model.json").read_text())["fingerprint"]
-    for extraction in ("direct", "logit_lens_l0.5"):
+    for extraction in ("direct",):  # the logit lens runs in the raised-token test below
         run = workdir / "results/diffmining/tiny/zebra" / extraction / "n8_t64_seed0_top10"
         meta = json.loads((run / "run_metadata.json").read_text())
         assert meta["models"]["base"]["fingerprint"] == base_fp
@@ -188,8 +188,7 @@ def test_tiny_workflow_mines_diffs_per_method_and_dataset(built):
 def test_tiny_workflow_scores_every_method_on_the_organism(built):
     workdir, _ = built
     board = json.loads((workdir / "results/scoreboard/scoreboard.json").read_text())
-    methods = {f"{e}/{o}" for e in ("direct", "logit_lens_l0.5")
-               for o in ("top_k_occurring", "fraction_positive_diff", "nmf")}
+    methods = {f"direct/{o}" for o in ("top_k_occurring", "fraction_positive_diff", "nmf")}
     assert set(board["methods"]) == methods
     for method in methods:
         assert set(board["methods"][method]) == {"base", "control"}  # vs the base model and vs the control
@@ -215,17 +214,20 @@ def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny
     cfg["diffmining"].update(pairs=[{"base": "tiny", "finetuned": "tiny-raised"}], orderings=["top_k_occurring"],
                              ask={"enabled": False})
     cfg["diffmining"]["datasets"] = {"general": cfg["diffmining"]["datasets"]["general"]}
-    cfg["diffmining"]["extraction"].update(methods=["direct"], in_memory=False)
+    cfg["diffmining"]["extraction"].update(methods=["direct", "logit_lens"], in_memory=False)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    target = "results/diffmining/tiny/tiny-raised/direct/n8_t64_seed0_top10/top_k_occurring/general/orderings.json"
-    snakemake(workdir, "--cores", "2", target)  # a target is requested by its path, relative to the workdir
-    run = workdir / "results/diffmining/tiny/tiny-raised/direct/n8_t64_seed0_top10"
-    tokens = json.loads((run / "top_k_occurring/general/orderings.json").read_text())["orderings"][0]["tokens"]
-    assert tokens[0]["token_id"] == token_id and tokens[0]["token_str"] == "river"
-    assert tokens[0]["ordering_value"] >= 2 * tokens[1]["ordering_value"]
-    assert not (run / "logits").exists() or not any((run / "logits").rglob("*.safetensors"))  # temp() removed
-    log = (workdir / "logs/diffmining/logits/tiny/tiny-raised/direct/n8_t64_seed0_top10/finetuned-general.log").read_text()
-    assert "fp16" in log
+    # Targets are requested by their paths, relative to the workdir. The raised lm_head row shows
+    # in the final logits and in the logit lens (which reads the same lm_head at layer 0).
+    for extraction in ("direct", "logit_lens_l0.5"):
+        run = f"results/diffmining/tiny/tiny-raised/{extraction}/n8_t64_seed0_top10"
+        snakemake(workdir, "--cores", "2", f"{run}/top_k_occurring/general/orderings.json")
+        data = json.loads((workdir / run / "top_k_occurring/general/orderings.json").read_text())
+        tokens = data["orderings"][0]["tokens"]
+        assert tokens[0]["token_id"] == token_id and tokens[0]["token_str"] == "river"
+        assert tokens[0]["ordering_value"] >= 2 * tokens[1]["ordering_value"]
+        assert not any((workdir / run).rglob("logits/**/*.safetensors"))  # temp(): removed once reduced
+        log = (workdir / f"logs/diffmining/logits/tiny/tiny-raised/{extraction}/n8_t64_seed0_top10/finetuned-general.log")
+        assert "fp16" in log.read_text()
 
 
 def test_lint_is_clean(built):

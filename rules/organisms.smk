@@ -76,6 +76,7 @@ rule organism_scoreboard:
         "logs/scoreboard.log",
     params:
         inputs=scoreboard_inputs(),
+        scored=scoreboard_organisms(),
         scoreboard=SCOREBOARD,
         organisms=config["organisms"],
         **(llm_params() if SCOREBOARD["judge"]["enabled"] else {}),  # the judge's answers depend on them

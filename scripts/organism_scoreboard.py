@@ -4,4 +4,5 @@ from difflab.organisms import scoreboard
 
 o = snakemake.output
 workflow.run(snakemake, lambda: scoreboard.write_scoreboard(
-    workflow.rule_config(snakemake), snakemake.params.inputs, snakemake.input.base, o.scoreboard, o.table, o.heatmap))
+    workflow.rule_config(snakemake), snakemake.params.inputs, snakemake.params.scored, snakemake.input.base,
+    o.scoreboard, o.table, o.heatmap))

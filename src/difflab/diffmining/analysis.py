@@ -433,6 +433,21 @@ class Reductions:
         except (KeyError, TypeError, ValueError) as exc:
             raise DifflabError(f"{path}: not a diffmining reductions file ({exc})") from None
 
+    @staticmethod
+    def read_summary(path: str | Path) -> dict:
+        """Counts and metadata of a saved reductions file, without reading its per-position tensors."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                in_topk = int((fh.get_tensor("topk_pos_counts") > 0).sum())
+            return {"vocab_size": int(meta["vocab_size"]), "k": int(meta["k"]),
+                    "total_positions": int(meta["total_positions"]), "tokens_in_any_topk_positive": in_topk,
+                    "metadata": json.loads(meta["metadata"])}
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise DifflabError(f"{path}: not a diffmining reductions file ({exc})") from None
+
     def cooccurrence(self, mode: str = "binary"):
         """Sparse co-occurrence of tokens in the same position's top-K positive set.
 

@@ -9,7 +9,8 @@ matrix stays small whatever the vocabulary.
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+
 import torch
 
 from difflab.diffmining.analysis import Reductions
@@ -63,12 +64,16 @@ def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_
 def nmf_topics(red: Reductions, *, n_topics: int = 3, beta: float = 2, orthogonal_weight: float = 0.0,
                mode: str = "binary", max_tokens: int = 2000, seed: int = 0, max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(token_ids [n], weights [n, topics], info) from the dataset's top-K positive co-occurrence."""
-    token_ids, cooc = red.cooccurrence(mode)
-    if len(token_ids) == 0:
+    present = torch.nonzero(red.topk_pos_counts).flatten()
+    if len(present) == 0:
         raise DifflabError("NMF: no token ever entered a top-K positive set (the models do not differ?)")
-    counts = red.topk_pos_counts[torch.as_tensor(token_ids, dtype=torch.long)].numpy()
-    keep = np.sort(np.argsort(-counts, kind="stable")[:max_tokens])
-    dense = torch.from_numpy(cooc[keep][:, keep].toarray())
+    # Keep the most frequent tokens (ties to the lower id) and build the co-occurrence over them only.
+    order = torch.argsort(red.topk_pos_counts[present], descending=True, stable=True)[:max_tokens]
+    kept = torch.zeros(red.vocab_size, dtype=torch.bool)
+    kept[present[order]] = True
+    indices = torch.where(kept[red.pos_indices.clamp(min=0).long()] & (red.pos_indices >= 0), red.pos_indices, -1)
+    token_ids, cooc = dataclasses.replace(red, pos_indices=indices).cooccurrence(mode)
+    dense = torch.from_numpy(cooc.toarray())
     w, _h, info = fit_nmf(dense, n_topics, beta=beta, orthogonal_weight=orthogonal_weight, seed=seed, max_iter=max_iter)
-    info = {**info, "mode": mode, "n_tokens": int(len(keep)), "n_topics": n_topics}
-    return torch.as_tensor(token_ids[keep]), w, info
+    info = {**info, "mode": mode, "n_tokens": int(len(token_ids)), "n_topics": n_topics}
+    return torch.as_tensor(token_ids), w, info

@@ -20,18 +20,15 @@ def _extraction_args(section: dict, method: str) -> dict:
                 identity_prompt=section["identity_prompt"])
 
 
-def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, data_path, reductions_out,
+def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, reductions_out,
                      stats_out, ratios_out=None) -> None:
     """The reduce rules' outputs: reductions, global token stats, optional per-sample log ratios."""
     red.save(reductions_out)
     io.write_json(stats_out, orderings.global_token_stats(red, _tokenizer(base_dir), dataset))
     if ratios_out:
-        from difflab.diffmining.data import load_dataset
-
-        _, meta = load_dataset(data_path)
         io.write_json(ratios_out, {"dataset": dataset, "definition": "sum over analysed positions of "
                                    "log p_finetuned(next token) - log p_base(next token)",
-                                   "n_samples": meta["n_samples"], "log_likelihood_ratios": ratios})
+                                   "n_samples": red.metadata["dataset"]["n_samples"], "log_likelihood_ratios": ratios})
     print(f"{dataset}: {red.total_positions} positions, vocabulary {red.vocab_size}, top-{red.k}; "
           f"{int((red.topk_pos_counts > 0).sum())} tokens ever in a top-K positive set")
 
@@ -41,7 +38,7 @@ def reduce_in_memory(base_dir, ft_dir, data_path, *, dataset: str, method: str, 
     """Rule diffmining_reduce (in_memory: true)."""
     red, ratios = extract.mine_in_memory(base_dir, ft_dir, data_path, k=k, likelihood_ratios=likelihood_ratios,
                                          **_extraction_args(extraction, method))
-    write_reductions(red, ratios, base_dir, dataset, data_path, reductions_out, stats_out, ratios_out)
+    write_reductions(red, ratios, base_dir, dataset, reductions_out, stats_out, ratios_out)
 
 
 def save_model_logits(model_dir, data_path, out_path, *, method: str, extraction: dict) -> None:
@@ -55,7 +52,7 @@ def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dat
     """Rule diffmining_reduce (in_memory: false)."""
     red, ratios = extract.reduce_saved_logits(base_logits, ft_logits, base_dir, ft_dir, data_path, k=k,
                                               batch_size=batch_size, likelihood_ratios=likelihood_ratios)
-    write_reductions(red, ratios, base_dir, dataset, data_path, reductions_out, stats_out, ratios_out)
+    write_reductions(red, ratios, base_dir, dataset, reductions_out, stats_out, ratios_out)
 
 
 def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, dataset: str, ordering_type: str,
@@ -82,12 +79,12 @@ def run_metadata(reductions: dict[str, str], out_path, *, pair: dict, params: di
     per_dataset = {}
     models = {}
     for dataset, path in reductions.items():
-        red = Reductions.load(path)
-        meta = red.metadata
+        summary = Reductions.read_summary(path)
+        meta = summary["metadata"]
         models = {"base": meta["base"], "finetuned": meta["finetuned"]}
         per_dataset[dataset] = {
-            "total_positions": red.total_positions, "analysed_vocab_size": red.vocab_size, "k": red.k,
-            "tokens_in_any_topk_positive": int((red.topk_pos_counts > 0).sum()),
+            "total_positions": summary["total_positions"], "analysed_vocab_size": summary["vocab_size"],
+            "k": summary["k"], "tokens_in_any_topk_positive": summary["tokens_in_any_topk_positive"],
             "extraction": meta["extraction"], "device": meta["device"], "dtype": meta["dtype"],
             "vocabulary": meta["vocabulary"], "dataset": meta["dataset"], "seconds": meta["seconds"]}
     record = {"method": "diffmining", "pair": pair, "models": models, "parameters": params, "datasets": per_dataset}

@@ -233,11 +233,11 @@ def heatmap(board: dict, path: str | Path) -> None:
     io.write_figure(path, fig)
 
 
-def write_scoreboard(config: dict, inputs: dict, base_model_dir, json_out, md_out, png_out) -> dict:
-    """Rule organism_scoreboard."""
+def write_scoreboard(config: dict, inputs: dict, organisms: list[str], base_model_dir, json_out, md_out,
+                     png_out) -> dict:
+    """Rule organism_scoreboard: `organisms` are the rows and topic columns."""
     section = config["scoreboard"]
     definitions = config["organisms"]["definitions"]
-    organisms = next(iter(next(iter(inputs.values())).values())).keys() if inputs else []
     topics = {name: {"description": definitions[name]["description"], "keywords": definitions[name].get("keywords", [])}
               for name in organisms}
     judge = None

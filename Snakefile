@@ -13,6 +13,7 @@ include: "rules/models.smk"
 include: "rules/smoke.smk"
 include: "rules/organisms.smk"
 include: "rules/diffmining.smk"
+include: "rules/traces.smk"
 
 
 rule all:

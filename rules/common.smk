@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from difflab import config as difflab_config
 from difflab import workflow as difflab_workflow
 from difflab.errors import DifflabError
+from difflab.traces import db as difflab_traces_db
 
 difflab_workflow.prepare_environment(os.path.join(workflow.basedir, "src"))
 
@@ -261,9 +262,79 @@ def scoreboard_targets():
     return [f"{RESULTS}/scoreboard/scoreboard.json"]
 
 
+# ---- traces: diverse, high-value traces from program search trees (rules/traces.smk)
+TRACES = config["traces"]
+TRACE_SETTINGS = ("discount", "aggregate", "value", "encoder", "encoder_options", "fields", "pooling", "metric",
+                  "n_clusters", "k_min", "k_max", "silhouette_sample", "minibatch_above", "per_cluster", "sampling",
+                  "min_quantile", "temperature", "seed")
+TRACES_DIR = f"{RESULTS}/traces/{{run}}"
+
+
+def traces_run(run):
+    """A run's database, version and settings (the shared settings with the run's overrides)."""
+    if run not in TRACES["runs"]:
+        sys.exit(f"difflab: config: traces run '{run}' is not in traces.runs")
+    spec = TRACES["runs"][run]
+    if not spec.get("database") and not spec.get("import"):
+        sys.exit(f"difflab: config: traces.runs.{run} needs a database or an import")
+    settings = {key: spec.get(key, TRACES[key]) for key in TRACE_SETTINGS}
+    return {"database": spec.get("database", ""), "import": spec.get("import", ""),
+            "version": spec.get("version"), **settings}
+
+
+def traces_embedded(run):
+    return not traces_run(run)["database"]
+
+
+def traces_database(run):
+    """The database URL or file a run reads (its embedded SQLite file when it imports a dump)."""
+    spec = traces_run(run)
+    return spec["database"] or f"{RESULTS}/traces/{run}/programs.sqlite"
+
+
+def traces_database_input(wildcards):
+    """A file the read depends on: the embedded database, or an SQLite file; nothing for a server."""
+    url = traces_database(wildcards.run)
+    return [] if url.startswith(("postgresql://", "postgres://")) else [str(difflab_traces_db.sqlite_path(url))]
+
+
+def traces_fingerprint(wildcards):
+    """For a server database: rows, max id and value/visit sums now (a change reruns the read)."""
+    url = traces_database(wildcards.run)
+    if not url.startswith(("postgresql://", "postgres://")):
+        return None
+    try:
+        return difflab_traces_db.fingerprint(url, traces_run(wildcards.run)["version"], **TRACES["db"])
+    except (DifflabError, OSError) as exc:
+        sys.exit(f"difflab: traces run '{wildcards.run}': cannot read {difflab_traces_db.redact(url)}: {exc}")
+
+
+def traces_encoder_id(run):
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", traces_run(run)["encoder"]).strip("-")
+
+
+def traces_encoder_spec(wildcards):
+    """The encoder a features file names: the run's own (with its options), or another registered one."""
+    spec = traces_run(wildcards.run)
+    if wildcards.encoder == traces_encoder_id(wildcards.run):
+        return {"encoder": spec["encoder"], "encoder_options": spec["encoder_options"]}
+    if wildcards.encoder in ("ngram", "dense"):
+        return {"encoder": wildcards.encoder, "encoder_options": {}}
+    sys.exit(f"difflab: traces run '{wildcards.run}' has no encoder '{wildcards.encoder}'")
+
+
+def traces_features(wildcards):
+    return f"{RESULTS}/traces/{wildcards.run}/features/{traces_encoder_id(wildcards.run)}.safetensors"
+
+
+def traces_targets():
+    return [f"{RESULTS}/traces/{run}/{name}" for run in TRACES["build"]
+            for name in ("selected_traces.jsonl", "summary.json")]
+
+
 def default_targets():
     return ([model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
-            + diffmining_targets() + scoreboard_targets())
+            + diffmining_targets() + scoreboard_targets() + traces_targets())
 
 
 onsuccess:

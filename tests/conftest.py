@@ -51,3 +51,49 @@ def smollm_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / name
     models.materialize(name, cfg["models"][name], out)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """URL of a real PostgreSQL server: the one .ci/run started (DIFFLAB_TEST_POSTGRES_URL), else our own."""
+    import tempfile
+
+    import pgserver
+
+    url = os.environ.get("DIFFLAB_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    if pgserver.bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs PostgreSQL: .ci/run installs and starts it")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    where = tempfile.mkdtemp(prefix="difflab-pg-", dir="/tmp")
+    try:
+        yield pgserver.start(where)
+    finally:
+        pgserver.stop(where)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the test server, dropped afterwards."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = f"difflab_test_{uuid.uuid4().hex[:12]}"
+    admin = postgres_server
+
+    async def run(sql):
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield admin.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

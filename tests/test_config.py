@@ -22,7 +22,8 @@ def test_every_schema_key_has_type_default_and_description():
         for name, sub in node.get("properties", {}).items():
             assert "type" in sub, f"{where}.{name} has no type"
             assert "description" in sub, f"{where}.{name} has no description"
-            if name not in node.get("required", []):  # required keys have no default
+            # required keys, and a run's overrides of a shared setting (they inherit it), have no default
+            if name not in node.get("required", []) and not sub["description"].startswith("Overrides "):
                 assert "default" in sub, f"{where}.{name} has no default"
             walk(sub, f"{where}.{name}")
         extra = node.get("additionalProperties")

@@ -1,0 +1,13 @@
+"""traces: diverse, high-value traces from program search trees (PostgreSQL, or SQLite embedded).
+
+    db.py       the `programs` table: migrations (migrations/*.sql), JSONL loader, paged reads with a
+                connection pool and retries (asyncpg for PostgreSQL, sqlite3 for the embedded default)
+    tree.py     networkx forest, root-to-leaf traces, orphans and cycles, reward backpropagation
+    encode.py   TraceEncoder and the ngram / dense encoders, fields, pooling along a trace
+    select.py   KMeans / MiniBatchKMeans clustering (k by silhouette on a sample), value-weighted
+                sampling per cluster, 2-D projection, family coverage
+    plots.py    the selection figure (cluster sizes, value distribution, projection)
+    synth.py    synthetic search trees with planted near-duplicate families (tests, benchmarks)
+    evaluate.py selection quality: clustered sampling vs top-N by value vs random, on synthetic trees
+    stages.py   what each Snakemake rule runs (rules/traces.smk)
+"""

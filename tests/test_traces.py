@@ -312,3 +312,19 @@ def test_reading_a_database_without_the_table_says_how_to_make_it(postgres_url):
         db.read_programs(postgres_url)
     db.migrate(postgres_url)
     assert db.read_programs(postgres_url).empty
+
+
+def test_cli_synth_import_and_select(tmp_path):
+    from difflab import cli
+
+    dump, database, out = tmp_path / "tree.jsonl", str(tmp_path / "tree.sqlite"), tmp_path / "out"
+    assert cli.main(["traces", "synth", "900", str(dump), "--families", "6", "--seed", "4"]) == 0
+    assert cli.main(["traces", "import", str(dump), database]) == 0
+    assert cli.main(["traces", "select", database, str(out), "--set", "traces.per_cluster=1",
+                     "--set", "traces.min_quantile=0"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selected"] == summary["clusters"] == 6                 # one per planted family
+    families = {r["id"]: r["family"] for r in map(json.loads, dump.read_text().splitlines())}
+    selected = [json.loads(line) for line in (out / "selected_traces.jsonl").read_text().splitlines()]
+    assert {families[s["trace_id"]] for s in selected} == set(range(6))
+    assert cli.main(["traces", "import", str(tmp_path / "missing.jsonl"), database]) == 2

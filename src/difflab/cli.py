@@ -7,6 +7,10 @@ one-line `difflab: error: ...` message and exit status 2, never a traceback.
     difflab models list|convert NAME|info NAME       configured models; materialise one; its facts
     difflab generate PROMPTS OUT [--samples N]       chat prompts (JSONL) -> answers (JSONL) via difflab.llm
     difflab embed SENTENCES OUT                      one sentence per line -> safetensors
+    difflab traces migrate DATABASE                  create the `programs` table (PostgreSQL URL or SQLite file)
+    difflab traces import DUMP DATABASE              upsert a JSONL dump of programs
+    difflab traces synth N OUT                       a synthetic search tree of N programs (JSONL dump)
+    difflab traces select DATABASE OUT_DIR           every traces stage, as the workflow runs them, into OUT_DIR
 """
 
 from __future__ import annotations
@@ -98,6 +102,55 @@ def cmd_embed(args) -> None:
     print(f"wrote {tuple(vectors.shape)} embeddings to {args.out}")
 
 
+def cmd_traces_migrate(args) -> None:
+    from difflab.traces import db
+
+    db.migrate(args.database)
+    print(f"programs table ready in {db.redact(args.database)}")
+
+
+def cmd_traces_import(args) -> None:
+    from difflab.traces import db
+
+    report = db.import_dump(args.database, args.dump, batch_size=args.batch_size)
+    print(f"imported {report['imported']} programs into {report['database']} ({report['table']['rows']} in the table)")
+
+
+def cmd_traces_synth(args) -> None:
+    from difflab.traces import synth
+
+    records = synth.generate_tree(args.n, n_families=args.families, seed=args.seed, version=args.version)
+    synth.write_jsonl(records, args.out, with_family=not args.no_family)
+    print(f"wrote {len(records)} programs in {args.families} families to {args.out}")
+
+
+def cmd_traces_select(args) -> None:
+    from difflab.traces import stages
+
+    cfg = _config(args)["traces"]
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages.snapshot_programs(args.database, out / "programs.parquet", version=args.version, db_options=cfg["db"])
+    report = stages.extract(out / "programs.parquet", out / "traces.parquet", out / "tree_report.json")
+    stages.backprop(out / "programs.parquet", out / "traces.parquet", out / "node_values.parquet",
+                    out / "trace_values.parquet", discount=cfg["discount"], aggregate=cfg["aggregate"])
+    features = out / "features" / f"{stages.encoder_id(cfg['encoder'])}.safetensors"
+    stages.encode_stage(out / "programs.parquet", out / "traces.parquet", features, encoder=cfg["encoder"],
+                        encoder_options=cfg["encoder_options"], fields=cfg["fields"], pooling=cfg["pooling"],
+                        discount=cfg["discount"])
+    stages.cluster_stage(features, out / "traces.parquet", out / "trace_values.parquet",
+                         out / "clustered_traces.parquet", out / "clusters.json",
+                         **{k: cfg[k] for k in ("value", "metric", "n_clusters", "k_min", "k_max",
+                                                "silhouette_sample", "minibatch_above", "seed")})
+    summary = stages.select_stage(out / "clustered_traces.parquet", out / "programs.parquet", out / "node_values.parquet",
+                                  out / "clusters.json", out / "selected_traces.jsonl", out / "summary.json",
+                                  out / "traces.png", per_cluster=cfg["per_cluster"], strategy=cfg["sampling"],
+                                  temperature=cfg["temperature"], seed=cfg["seed"], run=args.version or "all",
+                                  min_quantile=cfg["min_quantile"])
+    print(f"{report['traces']} traces, {summary['clusters']} clusters, {summary['selected']} selected -> "
+          f"{out / 'selected_traces.jsonl'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="difflab", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -128,6 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sentences")
     p.add_argument("out")
     p.set_defaults(func=cmd_embed)
+
+    trc = sub.add_parser("traces", help="diverse, high-value traces from program search trees").add_subparsers(
+        dest="action", required=True)
+    p = trc.add_parser("migrate", parents=[common], help="create the programs table if it is not there")
+    p.add_argument("database", help="postgresql://user@host/db (password from PGPASSWORD) or an SQLite file")
+    p.set_defaults(func=cmd_traces_migrate)
+    p = trc.add_parser("import", parents=[common], help="upsert a JSONL dump of programs (id, code, parent_id, ...)")
+    p.add_argument("dump")
+    p.add_argument("database")
+    p.add_argument("--batch-size", type=int, default=5000, help="rows per COPY/insert batch")
+    p.set_defaults(func=cmd_traces_import)
+    p = trc.add_parser("synth", parents=[common], help="write a synthetic search tree with planted families")
+    p.add_argument("n", type=int, help="number of programs")
+    p.add_argument("out", help="JSONL dump to write")
+    p.add_argument("--families", type=int, default=20, help="roots, each an approach with near-duplicate refinements")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--version", help="version tag of the search run (default synthetic-SEED)")
+    p.add_argument("--no-family", action="store_true", help="leave out the ground-truth family field")
+    p.set_defaults(func=cmd_traces_synth)
+    p = trc.add_parser("select", parents=[common],
+                       help="read, extract, backpropagate, encode, cluster and select (settings: config's traces section)")
+    p.add_argument("database")
+    p.add_argument("out_dir")
+    p.add_argument("--version", help="only this search run")
+    p.set_defaults(func=cmd_traces_select)
     return parser
 
 

@@ -36,6 +36,8 @@ def one_size(n: int, families: int, postgres: str | None) -> dict:
     records = synth.generate_tree(n, n_families=families, seed=0)
     programs = db.normalize_frame(pd.DataFrame(records).drop(columns=["family"]))
     generate_s = time.perf_counter() - t0
+    if n > 100_000:  # only the database reads (<= 100k) need the records again
+        del records
     times = {}
     t = time.perf_counter()
     traces, report = tree.extract_traces(programs)

@@ -118,6 +118,17 @@ def test_ngram_features_hash_every_distinct_ngram_and_near_duplicates_are_closes
     assert cos[0, 1] > 0.6 > 0.2 > cos[0, 2]
 
 
+def test_chunked_tfidf_equals_scikit_learns_and_svd_reduces():
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    texts = [r["code"] for r in synth.generate_tree(1500, n_families=6, seed=1)] + ["", "x"]
+    chunked = encode.NGramEncoder(components=0, chunk_size=400)
+    reference = TfidfTransformer(sublinear_tf=True).fit_transform(chunked.counts(texts))
+    assert abs(chunked.encode_programs(texts) - reference).max() < 1e-6
+    reduced = encode.NGramEncoder(components=16, chunk_size=400, svd_sample=600).encode_programs(texts)
+    assert reduced.shape == (1502, 16) and reduced.dtype == np.float32 and not reduced[-2].any()
+
+
 def test_dense_encoder_embeds_each_program_once_and_pools_along_traces():
     programs = frame(FOREST[:7])
     programs["code"] = ["def add(a, b): return a + b", "def add(a, b):\n    return a + b  # sum",

@@ -95,28 +95,37 @@ def program_texts(programs: pd.DataFrame, fields: list[str]) -> list[str]:
 
 
 class NGramEncoder(TraceEncoder):
-    """Hashed tiktoken n-grams with TF-IDF, optionally reduced by truncated SVD (see module docstring)."""
+    """Hashed tiktoken n-grams with TF-IDF, optionally reduced by truncated SVD (see module docstring).
+
+    Programs are processed in chunks of `chunk_size`, so peak memory follows the chunk, not the table:
+    counts per chunk, document frequencies summed over chunks, then TF-IDF (sublinear tf, smoothed
+    idf, unit rows, as scikit-learn's TfidfTransformer(sublinear_tf=True)) and the SVD projection chunk
+    by chunk.
+    """
 
     name = "ngram"
 
     def __init__(self, ngram_range=(1, 3), n_features: int = 2**18, components: int = 64,
-                 svd_sample: int = 50000, seed: int = 0, **options):
+                 svd_sample: int = 50000, seed: int = 0, chunk_size: int = 50000, **options):
         super().__init__(ngram_range=list(ngram_range), n_features=n_features, components=components,
                          svd_sample=svd_sample, seed=seed, **options)
         lo, hi = ngram_range
         if not 1 <= lo <= hi:
             raise DifflabError(f"traces: ngram_range must be [lo, hi] with 1 <= lo <= hi, got {list(ngram_range)}")
         self.ngram_range, self.n_features, self.components = (lo, hi), int(n_features), int(components)
-        self.svd_sample, self.seed = int(svd_sample), int(seed)
+        self.svd_sample, self.seed, self.chunk_size = int(svd_sample), int(seed), int(chunk_size)
 
     def counts(self, texts: list[str]) -> sp.csr_matrix:
         """Program x hashed-n-gram count matrix (vectorized hashing over one flat token array)."""
+        import itertools
+
         from difflab.models import gpt_encoding
 
         encoded = gpt_encoding().encode_ordinary_batch(list(texts), num_threads=2)
-        lengths = np.fromiter((len(t) for t in encoded), dtype=np.int64, count=len(encoded))
-        tokens = np.fromiter((tok for t in encoded for tok in t), dtype=np.uint64, count=int(lengths.sum()))
-        doc = np.repeat(np.arange(len(texts)), lengths)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        tokens = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.uint64, count=int(lengths.sum()))
+        del encoded
+        doc = np.repeat(np.arange(len(texts), dtype=np.int32), lengths)
         rows, cols = [], []
         lo, hi = self.ngram_range
         h = np.zeros(len(tokens), dtype=np.uint64)
@@ -126,7 +135,7 @@ class NGramEncoder(TraceEncoder):
                     break
                 # h_n(i) = hash of tokens[i:i+n]: a multiply-xorshift chain, wrapping in 64 bits
                 if n == 1:
-                    h = (tokens + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+                    h = tokens + np.uint64(0x9E3779B97F4A7C15)
                 else:
                     h = h[:-1] * np.uint64(0xBF58476D1CE4E5B9) ^ tokens[n - 1:]
                     h ^= h >> np.uint64(31)
@@ -135,28 +144,43 @@ class NGramEncoder(TraceEncoder):
                 same_doc = doc[:len(doc) - n + 1] == doc[n - 1:]
                 rows.append(doc[:len(doc) - n + 1][same_doc])
                 mixed = (h[same_doc] * np.uint64(0x94D049BB133111EB)) ^ np.uint64(n)
-                cols.append(((mixed >> np.uint64(17)) % np.uint64(self.n_features)).astype(np.int64))
-        row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+                cols.append(((mixed >> np.uint64(17)) % np.uint64(self.n_features)).astype(np.int32))
+        row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+        col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int32)
         matrix = sp.csr_matrix((np.ones(len(row), dtype=np.float32), (row, col)),
                                shape=(len(texts), self.n_features))
         matrix.sum_duplicates()
         return matrix
 
-    def encode_programs(self, texts: list[str]):
-        from sklearn.feature_extraction.text import TfidfTransformer
+    def tfidf(self, texts: list[str]) -> list[sp.csr_matrix]:
+        """TF-IDF rows (unit length), one CSR block per chunk of programs."""
+        blocks = [self.counts(texts[i:i + self.chunk_size]) for i in range(0, len(texts), self.chunk_size)]
+        df = np.zeros(self.n_features, dtype=np.int64)
+        for block in blocks:
+            df += np.bincount(block.indices, minlength=self.n_features)
+        idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
+        for block in blocks:
+            block.data = (np.log(block.data) + 1.0) * idf[block.indices]
+            row = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+            norms = np.sqrt(np.bincount(row, weights=block.data ** 2, minlength=block.shape[0]))
+            block.data /= np.maximum(norms, 1e-12)[row].astype(np.float32)
+        return blocks
 
-        tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(self.counts(texts)).astype(np.float32)
-        k = min(self.components, tfidf.shape[0] - 1, tfidf.shape[1] - 1)
+    def encode_programs(self, texts: list[str]):
+        blocks = self.tfidf(list(texts))
+        n = sum(b.shape[0] for b in blocks)
+        k = min(self.components, n - 1, self.n_features - 1)
         if self.components <= 0 or k < 2:
-            return tfidf.tocsr()
+            return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, self.n_features), dtype=np.float32)
         from sklearn.decomposition import TruncatedSVD
 
         rng = np.random.default_rng(self.seed)
-        fit_rows = tfidf if tfidf.shape[0] <= self.svd_sample else \
-            tfidf[np.sort(rng.choice(tfidf.shape[0], self.svd_sample, replace=False))]
+        sample = np.sort(rng.choice(n, self.svd_sample, replace=False)) if n > self.svd_sample else np.arange(n)
+        starts = np.cumsum([0] + [b.shape[0] for b in blocks])
+        fit_rows = sp.vstack([blocks[i][sample[(sample >= starts[i]) & (sample < starts[i + 1])] - starts[i]]
+                              for i in range(len(blocks))], format="csr")
         svd = TruncatedSVD(n_components=k, random_state=self.seed).fit(fit_rows)
-        return svd.transform(tfidf).astype(np.float32)
+        return np.vstack([svd.transform(block).astype(np.float32) for block in blocks])
 
 
 class DenseEncoder(TraceEncoder):

@@ -67,8 +67,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DifflabError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}") from None
 
 
-def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
-    """Read a JSONL file; a bad line or a missing required field is an error naming file, line and field."""
+def read_jsonl(path: str | os.PathLike, required: Iterable[str] = (), line_field: str | None = None) -> list[dict]:
+    """Read a JSONL file; a bad line or a missing required field is an error naming file, line and field.
+
+    With `line_field`, each record also gets its line number under that key (for later errors)."""
     path = Path(path)
     required = list(required)
     if not path.is_file():
@@ -87,6 +89,8 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
             for field in required:
                 if field not in record:
                     raise DifflabError(f"{path}: record {lineno}: missing field '{field}'")
+            if line_field:
+                record[line_field] = lineno
             records.append(record)
     return records
 

@@ -152,27 +152,16 @@ def normalize_record(record: dict, where: str) -> dict:
 
 def read_dump(path: str | Path) -> list[dict]:
     """A JSONL dump of programs -> normalized records; duplicate ids and bad fields are errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise DifflabError(f"file not found: {path}")
+    from difflab import io
+
     records, seen = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: record {lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DifflabError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(raw, dict):
-                raise DifflabError(f"{where}: expected an object, got {type(raw).__name__}")
-            record = normalize_record(raw, where)
-            if record["id"] in seen:
-                raise DifflabError(f"{where}: field 'id': program {record['id']} already given by record {seen[record['id']]}")
-            seen[record["id"]] = lineno
-            record["_line"] = lineno
-            records.append(record)
+    for raw in io.read_jsonl(path, required=("id", "code"), line_field="_line"):
+        where = f"{path}: record {raw['_line']}"
+        record = normalize_record(raw, where)
+        if record["id"] in seen:
+            raise DifflabError(f"{where}: field 'id': program {record['id']} already given by record {seen[record['id']]}")
+        seen[record["id"]] = record["_line"] = raw["_line"]
+        records.append(record)
     return records
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from difflab.errors import DifflabError
+from difflab.traces.tree import path_arrays
 
 FIELDS = ("code", "reasoning", "response", "state")
 POOLINGS = ("mean", "leaf", "decay")
@@ -249,11 +250,7 @@ def encode_traces(programs: pd.DataFrame, traces: pd.DataFrame, encoder: TraceEn
                   fields: list[str], pooling: str = "mean", discount: float = 0.9):
     """Trace feature matrix [n_traces, d] (rows in `traces` order) and what made it."""
     position = pd.Index(programs["id"].to_numpy())
-    lengths = traces["length"].to_numpy(dtype=np.int64)
-    offsets = np.zeros(len(traces) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat_ids = np.concatenate([np.asarray(p, dtype=np.int64) for p in traces["program_ids"]]) \
-        if len(traces) else np.zeros(0, dtype=np.int64)
+    offsets, flat_ids = path_arrays(traces)
     used = np.unique(flat_ids)                    # encode only programs that are on some trace
     texts = program_texts(programs.iloc[position.get_indexer(used)], fields)
     features = encoder.encode_programs(texts)

@@ -99,6 +99,9 @@ def extract(programs_path: str | Path, traces_out: str | Path, report_out: str |
     for orphan in report["orphans"]:
         log.warning("%s: program %d has no parent %d here; skipped with its subtree (%d programs)",
                     programs_path, orphan["id"], orphan["parent_id"], orphan["skipped"])
+    if traces.empty:
+        raise DifflabError(f"{programs_path}: no complete trace: all {report['programs']} programs hang off "
+                           f"{len(report['orphans'])} missing parents")
     _write_table(traces_out, traces, list_column="program_ids")
     io.write_json(report_out, report)
     return report

@@ -135,6 +135,16 @@ def incidence(offsets: np.ndarray, flat: np.ndarray, n_programs: int, weights: n
     return sp.csr_matrix((data, flat, offsets), shape=(len(offsets) - 1, n_programs))
 
 
+def path_arrays(traces: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets [n_traces + 1], program ids of all paths, root first) from a traces table."""
+    lengths = traces["length"].to_numpy(dtype=np.int64)
+    offsets = np.zeros(len(traces) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat_ids = np.concatenate([np.asarray(p, dtype=np.int64) for p in traces["program_ids"]]) \
+        if len(traces) else np.zeros(0, dtype=np.int64)
+    return offsets, flat_ids
+
+
 def extract_traces(programs: pd.DataFrame, *, source: str = "programs") -> tuple[pd.DataFrame, dict]:
     """All complete traces -> (one row per trace: trace_id (= leaf id), root_id, leaf_id, length,
     program_ids root first) and a report (roots, orphans skipped, counts)."""
@@ -210,11 +220,8 @@ def trace_values(programs: pd.DataFrame, nodes: pd.DataFrame, traces: pd.DataFra
                  discount: float = 0.95) -> pd.DataFrame:
     """Per trace: return, leaf/max/mean reward, backed-up value of its root and visits of its leaf."""
     position = pd.Index(nodes["id"].to_numpy())
-    lengths = traces["length"].to_numpy(dtype=np.int64)
-    offsets = np.zeros(len(traces) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat_ids = np.concatenate([np.asarray(p, dtype=np.int64) for p in traces["program_ids"]]) \
-        if len(traces) else np.zeros(0, dtype=np.int64)
+    offsets, flat_ids = path_arrays(traces)
+    lengths = np.diff(offsets)
     flat = position.get_indexer(flat_ids)
     if (flat < 0).any():
         missing = flat_ids[flat < 0][0]

@@ -14,6 +14,7 @@ include: "rules/smoke.smk"
 include: "rules/organisms.smk"
 include: "rules/diffmining.smk"
 include: "rules/traces.smk"
+include: "rules/datagen.smk"
 
 
 rule all:

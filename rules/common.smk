@@ -332,9 +332,37 @@ def traces_targets():
             for name in ("selected_traces.jsonl", "summary.json")]
 
 
+# ---- datagen: synthetic instruction data (rules/datagen.smk)
+DATAGEN = config["datagen"]
+DATAGEN_DIR = f"{RESULTS}/datagen/{{recipe}}"
+
+
+def datagen_generation_settings(recipe):
+    """What generation depends on: the recipe without its filter, metrics and export settings."""
+    spec = DATAGEN["recipes"][recipe]
+    return {k: v for k, v in spec.items() if k not in ("filter", "metrics", "n_topics", "export")}
+
+
+def datagen_perplexity_model():
+    """The local model perplexity is measured with: the LLM's when local, else the default model."""
+    llm = config["llm"]
+    return llm["model"] if llm["backend"] == "local" else config["default_model"]
+
+
+def datagen_perplexity_model_input(wildcards):
+    if "perplexity" not in DATAGEN["recipes"][wildcards.recipe]["metrics"]:
+        return []
+    return [model_input(datagen_perplexity_model())]
+
+
+def datagen_targets():
+    return [f"{RESULTS}/datagen/{recipe}/{name}" for recipe in DATAGEN["build"]
+            for name in ("dashboard.png", "train.jsonl", "validation.jsonl")]
+
+
 def default_targets():
     return ([model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
-            + diffmining_targets() + scoreboard_targets() + traces_targets())
+            + diffmining_targets() + scoreboard_targets() + traces_targets() + datagen_targets())
 
 
 onsuccess:

@@ -23,7 +23,7 @@ def test_results_round_trip_jsonl_and_parquet_and_export(tmp_path):
     results = Results([ex("Name three rivers.", "Nile, Amazon, Danube.", method="seed"),
                        ex("Translate to French.", "Bonjour.", input="Hello.", method="template",
                           params={"template": "t1"}, meta={"constraints": {"length": True}})])
-    assert results[0].id == Example("Name three rivers.").id  # the id follows the content
+    assert results[0].id == Example("Name three rivers.", output="Nile, Amazon, Danube.").id  # follows the content
     for name in ("r.jsonl", "r.parquet"):
         back = Results.load(results.save(tmp_path / name))
         assert [e.to_dict() for e in back] == [e.to_dict() for e in results]

@@ -41,7 +41,7 @@ def planned_rules(workdir: Path) -> set[str]:
 def write_tiny_workdir(workdir: Path, model_dir: Path, **overrides) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["models"]["tiny"]["path"] = str(model_dir)
-    for sub in ("smoke", "organisms/test", "diffmining"):  # private copies a test may edit
+    for sub in ("smoke", "organisms/test", "diffmining", "datagen"):  # private copies a test may edit
         shutil.copytree(REPO / "resources" / sub, workdir / "resources" / sub)
     for key, value in overrides.items():
         cfg[key] = {**cfg.get(key, {}), **value}
@@ -228,6 +228,42 @@ def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny
         assert not any((workdir / run).rglob("logits/**/*.safetensors"))  # temp(): removed once reduced
         log = (workdir / f"logs/diffmining/logits/tiny/tiny-raised/{extraction}/n8_t64_seed0_top10/finetuned-general.log")
         assert "fp16" in log.read_text()
+
+
+def test_tiny_workflow_generates_filters_measures_and_exports_data(built):
+    workdir, _ = built
+    run = workdir / "results/datagen/small"
+    report = json.loads((run / "generation_report.json").read_text())
+    generated = [json.loads(line) for line in (run / "generated.jsonl").read_text().splitlines()]
+    assert report["examples"] == len(generated) and report["seeds"] == 16
+    assert report["seed_privacy"]["redacted"]["email"] == 1                       # one seed names an address
+    assert not any("jane.doe@example.com" in line for line in (run / "generated.jsonl").read_text().splitlines())
+    methods = {g["method"] for g in generated}
+    assert {"seed", "template", "constrained"} <= methods and report["by_method"]["template"] == 2
+    assert all(g["output"] for g in generated if g["method"] == "template")
+    assert set(report["methods"]) >= {"self_instruct", "evol_instruct", "template", "constrained", "paraphrase", "style"}
+    usage = json.loads((run / "llm_usage.json").read_text())["usage"]
+    assert usage["backend_calls"] > 0
+    filtered = json.loads((run / "filter_report.json").read_text())
+    assert filtered["input"] == len(generated) and filtered["kept"] == len((run / "filtered.jsonl").read_text().splitlines())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped"] == {} and metrics["examples"] == filtered["kept"]
+    assert {"basic", "distinct", "self_bleu", "embedding", "perplexity", "readability", "topics"} <= set(metrics)
+    assert len(metrics["perplexity"]["per_example"]) == filtered["kept"]
+    assert (run / "dashboard.png").read_bytes()[:4] == b"\x89PNG"
+    train = [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
+    val = (run / "validation.jsonl").read_text().splitlines()
+    assert len(train) + len(val) == filtered["kept"] and train[0]["messages"][-1]["role"] == "assistant"
+    # a filter setting reruns the filter and what reads it, not the generation
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["datagen"]["recipes"]["small"]["filter"]["near_dup_threshold"] = 0.5
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        assert planned_rules(workdir) == {"datagen_filter", "datagen_metrics", "datagen_dashboard", "datagen_export",
+                                          "all"}
+    finally:
+        cfg["datagen"]["recipes"]["small"]["filter"]["near_dup_threshold"] = 0.8
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
 def test_lint_is_clean(built):

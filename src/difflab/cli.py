@@ -11,6 +11,8 @@ one-line `difflab: error: ...` message and exit status 2, never a traceback.
     difflab traces import DUMP DATABASE              upsert a JSONL dump of programs
     difflab traces synth N OUT                       a synthetic search tree of N programs (JSONL dump)
     difflab traces select DATABASE OUT_DIR           every traces stage, as the workflow runs them, into OUT_DIR
+    difflab datagen generate|evolve|template|augment|filter|metrics|export ...   synthetic instruction data
+                                                     (`difflab datagen --help`; exit 3 when nothing is left)
 """
 
 from __future__ import annotations
@@ -151,6 +153,185 @@ def cmd_traces_select(args) -> None:
           f"{out / 'selected_traces.jsonl'}")
 
 
+EXIT_EMPTY = 3
+
+
+def _recipe(cfg: dict, name: str) -> dict:
+    recipes = cfg["datagen"]["recipes"]
+    if name not in recipes:
+        raise DifflabError(f"datagen: no recipe '{name}' in the config (recipes: {', '.join(recipes) or 'none'})")
+    return recipes[name]
+
+
+def _generator(args):
+    from difflab.datagen.generator import Generator
+    from difflab.llm import client_from_config
+
+    cfg = _config(args)
+    generation = dict(_recipe(cfg, args.recipe)["generation"])
+    for key in ("temperature", "top_p", "max_new_tokens", "seed"):
+        if getattr(args, key, None) is not None:
+            generation[key] = getattr(args, key)
+    return Generator(client_from_config(cfg), generation), cfg
+
+
+def _finish(results, out, generator=None) -> int:
+    from difflab import io
+
+    results.save(out)
+    if generator is not None and generator.reports:
+        io.write_json(Path(str(out) + ".report.json"), generator.reports)
+    print(f"wrote {len(results)} examples to {out}")
+    if not len(results):
+        print("difflab: warning: no examples", file=sys.stderr)
+        return EXIT_EMPTY
+    return 0
+
+
+def cmd_datagen_generate(args) -> int:
+    from difflab.datagen.records import Results
+
+    gen, _ = _generator(args)
+    return _finish(gen.generate_from_seed(Results.load(args.seeds), args.count), args.out, gen)
+
+
+def cmd_datagen_evolve(args) -> int:
+    from difflab.datagen.records import Results
+
+    gen, _ = _generator(args)
+    ops = tuple(args.operators.split(",")) if args.operators else None
+    return _finish(gen.evolve_instructions(Results.load(args.examples), args.rounds, ops), args.out, gen)
+
+
+def cmd_datagen_template(args) -> int:
+    variables = {}
+    for item in args.var:
+        if "=" not in item:
+            raise DifflabError(f"--var expects name=value1,value2, got '{item}'")
+        name, values = item.split("=", 1)
+        variables[name] = [v.strip() for v in values.split(",") if v.strip()]
+    gen, _ = _generator(args)
+    return _finish(gen.generate_from_template(args.template, variables, mode=args.mode, n=args.n,
+                                              answer=not args.no_answer), args.out, gen)
+
+
+def cmd_datagen_augment(args) -> int:
+    from difflab.datagen.records import Results
+
+    gen, _ = _generator(args)
+    base = Results.load(args.examples)
+    out = Results()
+    if args.paraphrases:
+        out += gen.augment_by_paraphrasing(base, args.paraphrases)
+    if args.styles:
+        out += gen.augment_with_style_variation(base, args.styles.split(","))
+    if args.domains:
+        out += gen.augment_with_domain_transfer(base, args.domains.split(","))
+    return _finish(out, args.out, gen)
+
+
+def cmd_datagen_filter(args) -> int:
+    from difflab.datagen import stages
+
+    cfg = _config(args)
+    recipe = _recipe(cfg, args.recipe)
+    kept = stages.filter_stage(args.examples, args.out, args.report or str(args.out) + ".report.json",
+                               filter_section=recipe["filter"], privacy_section=recipe["privacy"])
+    print(f"kept {len(kept)} examples -> {args.out}")
+    return 0 if len(kept) else EXIT_EMPTY
+
+
+def cmd_datagen_metrics(args) -> int:
+    from difflab.datagen import stages
+
+    cfg = _config(args)
+    names = args.metrics.split(",") if args.metrics else _recipe(cfg, args.recipe)["metrics"]
+    report = stages.metrics_stage(args.examples, args.out, names=names, perplexity_model=args.perplexity_model,
+                                  embedding_model=cfg["embedding"]["model"], n_topics=args.topics, seed=0)
+    if args.dashboard:
+        stages.dashboard_stage(args.examples, args.out, args.dashboard, title=f"datagen: {args.examples}")
+    print(json.dumps({k: v for k, v in report.items() if k in ("examples", "distinct", "self_bleu", "skipped")}))
+    return 0
+
+
+def cmd_datagen_export(args) -> int:
+    from difflab.datagen import stages
+
+    n_train, n_val = stages.export_stage(args.examples, args.train, args.validation, fmt=args.format,
+                                         validation_fraction=args.validation_fraction, seed=args.seed,
+                                         system=args.system)
+    print(f"wrote {n_train} training and {n_val} validation examples ({args.format})")
+    return 0 if n_train + n_val else EXIT_EMPTY
+
+
+def _datagen_parser(sub, common) -> None:
+    dg = sub.add_parser(
+        "datagen", help="synthetic instruction data: generate, evolve, template, augment, filter, metrics, export",
+        description="Synthetic instruction data through the configured LLM (cached, retried, accounted). Files "
+                    "are JSONL (or Parquet by the .parquet suffix) of {instruction, input, output, method, parent, "
+                    "params, meta}. Exit status: 0 done, 2 bad input, 3 nothing left to write.",
+        epilog="example: difflab datagen generate resources/datagen/seeds.jsonl grown.jsonl --count 20 && "
+               "difflab datagen filter grown.jsonl clean.jsonl && difflab datagen export clean.jsonl train.jsonl val.jsonl")
+    act = dg.add_subparsers(dest="action", required=True)
+    gen_opts = argparse.ArgumentParser(add_help=False)
+    gen_opts.add_argument("--recipe", default="small", help="recipe whose generation settings apply (default: small)")
+    gen_opts.add_argument("--temperature", type=float)
+    gen_opts.add_argument("--top-p", dest="top_p", type=float)
+    gen_opts.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    gen_opts.add_argument("--seed", type=int)
+
+    p = act.add_parser("generate", parents=[common, gen_opts], help="self-instruct: grow new instructions from seeds")
+    p.add_argument("seeds", help="JSONL of seed examples (instruction, optional input/output)")
+    p.add_argument("out")
+    p.add_argument("--count", type=int, default=10, help="new instructions wanted")
+    p.set_defaults(func=cmd_datagen_generate)
+    p = act.add_parser("evolve", parents=[common, gen_opts], help="evol-instruct: make instructions harder or new")
+    p.add_argument("examples")
+    p.add_argument("out")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--operators", help="comma list of add_constraints, deepen, concretize, increase_reasoning, breadth")
+    p.set_defaults(func=cmd_datagen_evolve)
+    p = act.add_parser("template", parents=[common, gen_opts], help="instructions from a template and variable values")
+    p.add_argument("template", help="e.g. 'Explain {topic} to a {audience}.'")
+    p.add_argument("out")
+    p.add_argument("--var", action="append", default=[], metavar="NAME=V1,V2", help="values of one variable")
+    p.add_argument("--mode", choices=["product", "sample"], default="product")
+    p.add_argument("-n", type=int, help="how many combinations")
+    p.add_argument("--no-answer", action="store_true", help="only the instructions")
+    p.set_defaults(func=cmd_datagen_template)
+    p = act.add_parser("augment", parents=[common, gen_opts], help="paraphrases, answer styles, domain transfer")
+    p.add_argument("examples")
+    p.add_argument("out")
+    p.add_argument("--paraphrases", type=int, default=0, help="paraphrases per instruction")
+    p.add_argument("--styles", help="comma list, e.g. formal,casual")
+    p.add_argument("--domains", help="comma list, e.g. medicine,law")
+    p.set_defaults(func=cmd_datagen_augment)
+    p = act.add_parser("filter", parents=[common], help="PII redaction + length, duplicate and near-duplicate filters")
+    p.add_argument("examples")
+    p.add_argument("out")
+    p.add_argument("--recipe", default="small", help="recipe whose filter and privacy settings apply")
+    p.add_argument("--report", help="where the filter report goes (default: OUT.report.json)")
+    p.set_defaults(func=cmd_datagen_filter)
+    p = act.add_parser("metrics", parents=[common], help="diversity, readability, topics, perplexity, lengths")
+    p.add_argument("examples")
+    p.add_argument("out", help="metrics JSON")
+    p.add_argument("--recipe", default="small", help="recipe whose metric list applies")
+    p.add_argument("--metrics", help="comma list (default: the recipe's)")
+    p.add_argument("--perplexity-model", help="local model folder or configured name for perplexity")
+    p.add_argument("--topics", type=int, default=4)
+    p.add_argument("--dashboard", help="also draw the one-page dashboard PNG here")
+    p.set_defaults(func=cmd_datagen_metrics)
+    p = act.add_parser("export", parents=[common], help="train/validation files for finetuning tools")
+    p.add_argument("examples")
+    p.add_argument("train")
+    p.add_argument("validation")
+    p.add_argument("--format", choices=["messages", "alpaca"], default="messages")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--system", help="system message (messages format)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_datagen_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="difflab", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -206,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--version", help="only this search run")
     p.set_defaults(func=cmd_traces_select)
+    _datagen_parser(sub, common)
     return parser
 
 
@@ -213,14 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except DifflabError as exc:
         print(f"difflab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

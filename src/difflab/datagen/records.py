@@ -4,7 +4,8 @@ splits and exports to what finetuning tools read.
 An `Example` is (instruction, input, output) plus where it came from: `method` (seed, self_instruct,
 evol_instruct, template, constrained, paraphrase, style, domain_transfer, ...), `parent` (the id it was
 derived from), `params` (the method's parameters) and `meta` (e.g. which constraints it satisfies).
-Its `id` is a hash of instruction and input, so the same example has the same id in every run.
+Its `id` is a hash of instruction, input and output (given when the example is made), so the same
+example has the same id in every run.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from difflab.errors import DifflabError
 EXPORT_FORMATS = ("messages", "alpaca")
 
 
-def example_id(instruction: str, input: str = "") -> str:
-    return hashlib.sha256(f"{instruction}\x00{input}".encode()).hexdigest()[:16]
+def example_id(instruction: str, input: str = "", output: str = "") -> str:
+    return hashlib.sha256(f"{instruction}\x00{input}\x00{output}".encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
@@ -39,7 +40,7 @@ class Example:
 
     def __post_init__(self):
         if not self.id:
-            self.id = example_id(self.instruction, self.input)
+            self.id = example_id(self.instruction, self.input, self.output)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

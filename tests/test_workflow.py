@@ -334,8 +334,8 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_default_workflow_end_to_end(tmp_path):
-    """README's first command: the embedded defaults, real models, organisms, diffmining and the
-    scoreboard, in a fresh folder (~15 min on 2 cores)."""
+    """README's first command: the embedded defaults, real models, organisms, diffmining, the
+    scoreboard, traces and datagen, in a fresh folder (~17 min on 2 cores)."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(tmp_path, "--cores", "2", timeout=3600)  # ~7 min alone on 2 cores; generous for a loaded machine
@@ -358,3 +358,11 @@ def test_default_workflow_end_to_end(tmp_path):
     board = json.loads((tmp_path / "results/scoreboard/scoreboard.json").read_text())
     assert board["methods"]["direct/nmf"]["control"]["recovered"]["bake-temp"]
     assert sum(board["recovered_count"]["direct/nmf"].values()) >= 4  # of 6 (3 organisms x 2 comparisons)
+    traces = json.loads((tmp_path / "results/traces/fixture/summary.json").read_text())
+    assert traces["traces"] == 207 and traces["selected"] >= traces["clusters"] >= 2
+    datagen = tmp_path / "results/datagen/small"
+    generated = json.loads((datagen / "generation_report.json").read_text())
+    assert generated["by_method"]["seed"] == 16 and generated["examples"] > 16  # the real model added examples
+    metrics = json.loads((datagen / "metrics.json").read_text())
+    assert metrics["skipped"] == {} and metrics["embedding"]["vendi_score"] > 2
+    assert (datagen / "dashboard.png").is_file() and (datagen / "train.jsonl").stat().st_size > 0

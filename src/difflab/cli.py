@@ -11,7 +11,7 @@ one-line `difflab: error: ...` message and exit status 2, never a traceback.
     difflab traces import DUMP DATABASE              upsert a JSONL dump of programs
     difflab traces synth N OUT                       a synthetic search tree of N programs (JSONL dump)
     difflab traces select DATABASE OUT_DIR           every traces stage, as the workflow runs them, into OUT_DIR
-    difflab datagen generate|evolve|template|augment|filter|metrics|export ...   synthetic instruction data
+    difflab datagen generate|evolve|template|augment|filter|metrics|export|tune ...  synthetic instruction data
                                                      (`difflab datagen --help`; exit 3 when nothing is left)
 """
 
@@ -264,6 +264,22 @@ def cmd_datagen_export(args) -> int:
     return 0 if n_train + n_val else EXIT_EMPTY
 
 
+def cmd_datagen_tune(args) -> int:
+    from difflab.datagen import rl
+    from difflab.llm import client_from_config
+
+    cfg = _config(args)
+    client = client_from_config(cfg)
+    task = rl.ClassificationTask(args.heldout, per_label=args.per_label, seed=args.seed)
+    space = rl.ParamSpace()
+    agent = rl.ReinforceAgent(space, seed=args.seed, batch=args.batch) if args.agent == "reinforce" else \
+        rl.RandomSearchAgent(space, seed=args.seed)
+    tuner = rl.RLTuner(lambda params: task.reward(client, params), agent, args.history)
+    best = tuner.run(args.budget)
+    print(json.dumps({"agent": args.agent, "evaluations": len(tuner.history), "best": best}))
+    return 0
+
+
 def _datagen_parser(sub, common) -> None:
     dg = sub.add_parser(
         "datagen", help="synthetic instruction data: generate, evolve, template, augment, filter, metrics, export",
@@ -330,6 +346,17 @@ def _datagen_parser(sub, common) -> None:
     p.add_argument("--system", help="system message (messages format)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_datagen_export)
+    p = act.add_parser("tune", parents=[common],
+                       help="search temperature, top_p and method for a target task (random search or REINFORCE)")
+    p.add_argument("history", help="JSON history; an existing one is resumed")
+    p.add_argument("--agent", choices=["random", "reinforce"], default="reinforce")
+    p.add_argument("--budget", type=int, default=12, help="evaluations in all (including a resumed history's)")
+    p.add_argument("--heldout", default="resources/datagen/rl_heldout.jsonl",
+                   help="labelled held-out set (JSONL text, label) the classifier is scored on")
+    p.add_argument("--per-label", dest="per_label", type=int, default=6, help="generated sentences per label")
+    p.add_argument("--batch", type=int, default=4, help="episodes per REINFORCE update")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_datagen_tune)
 
 
 def build_parser() -> argparse.ArgumentParser:

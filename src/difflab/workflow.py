@@ -48,6 +48,12 @@ class _Tee:
     def isatty(self):
         return False
 
+    def close(self):  # a logging handler closing "its" stream at exit (absl does) must not close ours
+        try:
+            self.flush()
+        except ValueError:  # the log file is already closed
+            pass
+
 
 def run(snakemake, main: Callable[[], object]) -> None:
     """Run `main()` for a rule, with stdout/stderr going to its log file (when it has one)."""

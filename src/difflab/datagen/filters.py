@@ -1,7 +1,8 @@
 """Quality filters: lengths, exact and near-duplicates (MinHash LSH), custom filters; and ROUGE-L novelty.
 
 `QualityFilter.apply(results)` runs, in order: length bounds on instruction and output, exact
-duplicates (same normalized instruction + input), near-duplicates (MinHash over word shingles,
+duplicates (same normalized instruction, input and output: a style variant of an answer is not one),
+near-duplicates (MinHash over word shingles of instruction, input and output by default,
 `datasketch.MinHashLSH`: each example is checked only against its LSH candidates, so 100k examples
 need no O(n^2) comparisons; a candidate counts when the exact Jaccard similarity of the two shingle
 sets reaches the threshold, and the first occurrence is kept), then every registered custom filter. The report says
@@ -56,7 +57,7 @@ class QualityFilter:
     def __init__(self, *, min_instruction_chars: int = 10, max_instruction_chars: int = 2000,
                  min_output_chars: int = 1, max_output_chars: int = 8000, exact_dedup: bool = True,
                  near_dup_threshold: float | None = 0.8, num_perm: int = 128, shingle_size: int = 3,
-                 near_dup_fields: tuple[str, ...] = ("instruction", "input"), seed: int = 1):
+                 near_dup_fields: tuple[str, ...] = ("instruction", "input", "output"), seed: int = 1):
         if near_dup_threshold is not None and not 0.0 < near_dup_threshold <= 1.0:
             raise DifflabError(f"datagen: near_dup_threshold must be in (0, 1], got {near_dup_threshold}")
         self.min_instruction_chars, self.max_instruction_chars = min_instruction_chars, max_instruction_chars
@@ -119,7 +120,7 @@ class QualityFilter:
             seen: set[str] = set()
             keep = []
             for e in examples:
-                key = normalize(e.instruction) + "\x00" + normalize(e.input)
+                key = "\x00".join(normalize(t) for t in (e.instruction, e.input, e.output))
                 keep.append(key not in seen)
                 seen.add(key)
             stage("exact_duplicate", keep)

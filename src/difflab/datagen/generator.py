@@ -101,8 +101,11 @@ def parse_numbered(text: str) -> list[str]:
 
 
 def clean_rewrite(text: str) -> str:
-    """The first paragraph of a rewrite, without a leading label or quotes."""
-    text = text.strip().split("\n\n")[0].strip()
+    """The first paragraph of a rewrite, without a preamble line ("Here is ...:"), label or quotes."""
+    lines = [line for line in text.strip().splitlines()]
+    while len(lines) > 1 and (lines[0].rstrip().endswith(":") or not lines[0].strip()):
+        lines.pop(0)
+    text = "\n".join(lines).strip().split("\n\n")[0].strip()
     text = re.sub(r"^(rewritten|created|new)?\s*(prompt|instruction|answer)\s*:\s*", "", text, flags=re.IGNORECASE)
     return text.strip().strip('"').strip()
 
@@ -121,7 +124,7 @@ class Generator:
         values.update(overrides)
         return SamplingParams(**values)
 
-    def _ask(self, user_messages: list[str], *, max_new_tokens: int | None = None, sample_offset: int = 0) -> list[str]:
+    def ask(self, user_messages: list[str], *, max_new_tokens: int | None = None, sample_offset: int = 0) -> list[str]:
         """One completion per user message (sample index = position + offset, so duplicates differ)."""
         from difflab.llm import Request
 
@@ -135,7 +138,7 @@ class Generator:
         if todo:
             messages = [prompts.ANSWER_WITH_INPUT.format(instruction=e.instruction, input=e.input) if e.input
                         else prompts.ANSWER.format(instruction=e.instruction) for e in todo]
-            for e, text in zip(todo, self._ask(messages, sample_offset=sample_offset)):
+            for e, text in zip(todo, self.ask(messages, sample_offset=sample_offset)):
                 e.output = text
         return examples
 
@@ -144,6 +147,8 @@ class Generator:
         """Why a generated instruction is rejected before the ROUGE-L check, or None."""
         c = self.config.self_instruct
         words = text.split()
+        if self._echo.max_score(text) >= c.rouge_threshold:
+            return "echoes_the_prompt"
         if not c.min_words <= len(words) <= c.max_words:
             return "length"
         if any(w in normalize(text).split() for w in _NON_TEXT):
@@ -161,6 +166,9 @@ class Generator:
             raise DifflabError("datagen: self-instruct needs at least one seed instruction")
         c = self.config.self_instruct
         rng = random.Random(self.config.seed)
+        # the request's own sentences: a model that repeats them has not written a task
+        request = prompts.SELF_INSTRUCT.format(examples="", count=c.per_prompt)
+        self._echo = RougeNovelty(1.0, kept=[s for s in re.split(r"(?<=[.:])\s+", request) if len(s.split()) > 3])
         novelty = RougeNovelty(c.rouge_threshold, kept=[s.instruction for s in seed_examples])
         generated: list[Example] = []
         rejected: Counter = Counter()
@@ -175,7 +183,7 @@ class Generator:
                 rng.shuffle(shown)
                 examples = "\n".join(f"{i + 1}. {e.instruction}" for i, e in enumerate(shown))
                 prompts_this_round.append(prompts.SELF_INSTRUCT.format(examples=examples, count=c.per_prompt))
-            texts = self._ask(prompts_this_round, max_new_tokens=self.config.instruction_tokens,
+            texts = self.ask(prompts_this_round, max_new_tokens=self.config.instruction_tokens,
                               sample_offset=rounds * 1000)
             rounds += 1
             for text in texts:
@@ -232,7 +240,7 @@ class Generator:
             messages = [prompts.EVOL_IN_BREADTH.format(instruction=e.instruction) if op == "breadth" else
                         prompts.EVOL_IN_DEPTH.format(method=prompts.EVOL_METHODS[op], instruction=e.instruction)
                         for e, op in zip(current, chosen)]
-            rewrites = self._ask(messages, max_new_tokens=self.config.instruction_tokens,
+            rewrites = self.ask(messages, max_new_tokens=self.config.instruction_tokens,
                                  sample_offset=round_index * 1000)
             children = [Example(instruction=clean_rewrite(t), method="evol_instruct", parent=e.id,
                                 params={"operator": op, "round": round_index + 1})
@@ -319,7 +327,7 @@ class Generator:
         base = [i if isinstance(i, Example) else Example(instruction=str(i)) for i in instructions]
         messages = [prompts.CONSTRAINED.format(instruction=e.instruction if not e.input else
                                                f"{e.instruction}\n\n{e.input}", requirements=requirements) for e in base]
-        outputs = self._ask(messages)
+        outputs = self.ask(messages)
         results, counts = [], Counter()
         for e, text in zip(base, outputs):
             satisfied = self.check_constraints(text, constraints)
@@ -339,7 +347,7 @@ class Generator:
         """`n` paraphrases of each instruction, each keeping the original's input and output."""
         base = list(results)
         messages = [prompts.PARAPHRASE.format(instruction=e.instruction) for e in base for _ in range(n)]
-        rewrites = self._ask(messages, max_new_tokens=self.config.instruction_tokens)
+        rewrites = self.ask(messages, max_new_tokens=self.config.instruction_tokens)
         out = []
         for k, text in enumerate(rewrites):
             e = base[k // n]
@@ -354,7 +362,7 @@ class Generator:
         """Each answer rewritten in each style (e.g. formal, casual, concise, step-by-step)."""
         base = list(results)
         pairs = [(e, s) for e in base for s in styles]
-        rewrites = self._ask([prompts.STYLE.format(style=s, output=e.output) for e, s in pairs])
+        rewrites = self.ask([prompts.STYLE.format(style=s, output=e.output) for e, s in pairs])
         out = [Example(instruction=e.instruction, input=e.input, output=clean_rewrite(t), method="style",
                        parent=e.id, params={"style": s})
                for (e, s), t in zip(pairs, rewrites) if clean_rewrite(t)]
@@ -365,7 +373,7 @@ class Generator:
         """Each instruction moved to each domain, then answered anew."""
         base = list(results)
         pairs = [(e, d) for e in base for d in domains]
-        rewrites = self._ask([prompts.DOMAIN_TRANSFER.format(domain=d, instruction=e.instruction) for e, d in pairs],
+        rewrites = self.ask([prompts.DOMAIN_TRANSFER.format(domain=d, instruction=e.instruction) for e, d in pairs],
                              max_new_tokens=self.config.instruction_tokens)
         out = [Example(instruction=clean_rewrite(t), input=e.input, method="domain_transfer", parent=e.id,
                        params={"domain": d}) for (e, d), t in zip(pairs, rewrites) if clean_rewrite(t)]

@@ -73,14 +73,14 @@ class ClassificationTask:
                                  "max_new_tokens": 40, "instruction_tokens": 40, "seed": self.seed})
         prompts = [f"Write one sentence about {topic}." for topic in self.topics for _ in range(self.per_label)]
         if params["method"] == "template":
-            texts = gen._ask(prompts)
+            texts = gen.ask(prompts)
         elif params["method"] == "constrained":
             tones = ("curious", "enthusiastic", "matter-of-fact", "poetic", "humorous", "technical")
-            texts = gen._ask([f"{p} Use a {tones[i % len(tones)]} tone and at most 25 words."
+            texts = gen.ask([f"{p} Use a {tones[i % len(tones)]} tone and at most 25 words."
                               for i, p in enumerate(prompts)])
         elif params["method"] == "paraphrase":
-            first = gen._ask(prompts)
-            texts = [t2 or t1 for t1, t2 in zip(first, gen._ask(
+            first = gen.ask(prompts)
+            texts = [t2 or t1 for t1, t2 in zip(first, gen.ask(
                 [f"Rewrite this sentence in different words, keeping its topic: {t}" for t in first],
                 sample_offset=10_000))]
         else:

@@ -307,8 +307,8 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
     try:
         workdir = tmp_path / "wf"
         workdir.mkdir()
-        # Every rule that talks to the endpoint: the smoke answers and diffmining's question (on a
-        # perturbed copy of the tiny model, so no organism needs training here).
+        # Every rule that talks to the endpoint: the smoke answers, diffmining's question (on a perturbed
+        # copy of the tiny model, so no organism needs training here) and the datagen recipe.
         perturbed = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-perturbed"))
         perturb_weights(perturbed, scale=0.01)
         write_tiny_workdir(workdir, tiny_model_dir, llm={
@@ -320,7 +320,8 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
         cfg["models"]["tiny-perturbed"] = {"source": "path", "path": str(perturbed)}
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
         snakemake(workdir, "--cores", "2", env={"DIFFLAB_CANARY_KEY": CANARY})
-        assert server.request_count() == 16 + 1
+        datagen = json.loads((workdir / "results/datagen/small/llm_usage.json").read_text())["usage"]
+        assert datagen["backend_calls"] > 0 and server.request_count() == 16 + 1 + datagen["backend_calls"]
         assert json.loads(next((workdir / "results/diffmining").rglob("answer.json")).read_text())["answer"] is not None
         generations = (workdir / "results/smoke/openai-tiny/generations.jsonl").read_text()
         assert generations.count('"completion_tokens"') == 16

@@ -339,3 +339,12 @@ def test_cli_synth_import_and_select(tmp_path):
     selected = [json.loads(line) for line in (out / "selected_traces.jsonl").read_text().splitlines()]
     assert {families[s["trace_id"]] for s in selected} == set(range(6))
     assert cli.main(["traces", "import", str(tmp_path / "missing.jsonl"), database]) == 2
+
+
+def test_sparse_features_cluster_like_their_dense_copy_without_densifying():
+    x = sp.random(300, 1000, density=0.05, random_state=0, format="csr")
+    for metric in ("cosine", "euclidean"):
+        sparse_labels, sparse_distance, _ = select.cluster(x, n_clusters=4, metric=metric)
+        dense_labels, dense_distance, _ = select.cluster(x.toarray(), n_clusters=4, metric=metric)
+        assert np.array_equal(sparse_labels, dense_labels)
+        np.testing.assert_allclose(sparse_distance, dense_distance, atol=1e-9)

@@ -67,18 +67,22 @@ def distinct_n(texts: list[str], ns=(1, 2, 3)) -> dict:
     return out
 
 
-def self_bleu(texts: list[str], sample: int = 200, seed: int = 0) -> float:
-    """Mean sentence BLEU of each of up to `sample` texts against all other texts as references."""
+def self_bleu(texts: list[str], sample: int = 200, seed: int = 0, max_references: int = 500) -> float:
+    """Mean sentence BLEU of each of up to `sample` texts against the other texts (at most
+    `max_references` of them, a seeded sample) as references."""
     import sacrebleu
 
     texts = [t for t in texts if t.strip()]
     if len(texts) < 2:
         return 0.0
-    chosen = random.Random(seed).sample(range(len(texts)), min(sample, len(texts)))
+    rng = random.Random(seed)
+    chosen = rng.sample(range(len(texts)), min(sample, len(texts)))
     scores = []
     for i in chosen:
-        references = texts[:i] + texts[i + 1:]
-        scores.append(sacrebleu.sentence_bleu(texts[i], references).score / 100.0)
+        others = [j for j in range(len(texts)) if j != i]
+        if len(others) > max_references:
+            others = rng.sample(others, max_references)
+        scores.append(sacrebleu.sentence_bleu(texts[i], [texts[j] for j in others]).score / 100.0)
     return round(float(np.mean(scores)), 4)
 
 

@@ -81,8 +81,12 @@ def cluster(features, *, n_clusters: int | str = "auto", metric: str = "cosine",
     model = _kmeans(k, n, seed, minibatch_above).fit(x)
     labels = model.labels_.astype(np.int64)
     centers = model.cluster_centers_
-    diff = x - centers[labels] if not sp.issparse(x) else x.toarray() - centers[labels]
-    distance = np.sqrt((np.asarray(diff) ** 2).sum(axis=1))
+    if sp.issparse(x):  # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, never densifying x
+        squared = np.asarray(x.multiply(x).sum(axis=1)).ravel() - 2 * np.asarray(x @ centers.T)[
+            np.arange(n), labels] + (centers ** 2).sum(axis=1)[labels]
+        distance = np.sqrt(np.maximum(squared, 0.0))
+    else:
+        distance = np.sqrt(((x - centers[labels]) ** 2).sum(axis=1))
     info.update(n_clusters=int(k), method=type(model).__name__, inertia=float(model.inertia_))
     return labels, distance, info
 

@@ -335,6 +335,7 @@ def traces_targets():
 # ---- datagen: synthetic instruction data (rules/datagen.smk)
 DATAGEN = config["datagen"]
 DATAGEN_DIR = f"{RESULTS}/datagen/{{recipe}}"
+DATAGEN_PANELS = ("lengths", "topics", "readability", "diversity", "perplexity")
 
 
 def datagen_generation_settings(recipe):

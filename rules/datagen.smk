@@ -84,6 +84,7 @@ rule datagen_dashboard:
     output:
         dashboard=report(f"{DATAGEN_DIR}/dashboard.png", category="datagen", subcategory="{recipe}",
                          caption="../docs/report/datagen_dashboard.rst"),
+        panels=expand(f"{DATAGEN_DIR}/plots/{{panel}}.png", panel=DATAGEN_PANELS, allow_missing=True),
     log:
         "logs/datagen/{recipe}/dashboard.log",
     threads: 1

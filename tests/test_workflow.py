@@ -250,7 +250,9 @@ def test_tiny_workflow_generates_filters_measures_and_exports_data(built):
     assert metrics["skipped"] == {} and metrics["examples"] == filtered["kept"]
     assert {"basic", "distinct", "self_bleu", "embedding", "perplexity", "readability", "topics"} <= set(metrics)
     assert len(metrics["perplexity"]["per_example"]) == filtered["kept"]
-    assert (run / "dashboard.png").read_bytes()[:4] == b"\x89PNG"
+    for figure in ("dashboard", "plots/lengths", "plots/topics", "plots/readability", "plots/diversity",
+                   "plots/perplexity"):
+        assert (run / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
     train = [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
     val = (run / "validation.jsonl").read_text().splitlines()
     assert len(train) + len(val) == filtered["kept"] and train[0]["messages"][-1]["role"] == "assistant"

@@ -86,6 +86,19 @@ def draw(panel: str, ax, results: Results, metrics: dict) -> None:
         raise ValueError(f"unknown panel {panel}")
 
 
+def panel(name: str, results: Results, metrics: dict, out: str | Path) -> Path:
+    """One panel as its own figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    draw(name, ax, results, metrics)
+    fig.tight_layout()
+    return io.write_figure(out, fig)
+
+
 def dashboard(results: Results, metrics: dict, out: str | Path, title: str = "datagen") -> Path:
     """One page: every panel, and the headline numbers."""
     import matplotlib
@@ -101,7 +114,10 @@ def dashboard(results: Results, metrics: dict, out: str | Path, title: str = "da
     lines = [f"examples: {len(results)}"]
     basic = metrics.get("basic", {})
     if basic:
-        lines.append("methods: " + ", ".join(f"{k} {v}" for k, v in basic.get("methods", {}).items()))
+        import textwrap
+
+        lines += textwrap.wrap("methods: " + ", ".join(f"{k} {v}" for k, v in basic.get("methods", {}).items()),
+                               width=44, subsequent_indent="  ")
         lines.append(f"output words: mean {basic['output']['words'].get('mean', 0)}")
     for key in ("distinct_1", "distinct_2"):
         if key in metrics.get("distinct", {}):

@@ -107,8 +107,13 @@ def metrics_stage(filtered: str | Path, out: str | Path, *, names: list[str], pe
     return report
 
 
-def dashboard_stage(filtered: str | Path, metrics_path: str | Path, out: str | Path, title: str) -> Path:
-    return plots.dashboard(Results.load(filtered), io.read_json(metrics_path), out, title=title)
+def dashboard_stage(filtered: str | Path, metrics_path: str | Path, out: str | Path, title: str,
+                    panels: dict[str, str | Path] | None = None) -> Path:
+    """The one-page dashboard, and each panel alone when `panels` maps panel names to files."""
+    results, report = Results.load(filtered), io.read_json(metrics_path)
+    for name, path in (panels or {}).items():
+        plots.panel(name, results, report, path)
+    return plots.dashboard(results, report, out, title=title)
 
 
 def export_stage(filtered: str | Path, train_out: str | Path, validation_out: str | Path, *, fmt: str,

@@ -27,7 +27,6 @@ import time
 
 
 def one_size(n: int, families: int, postgres: str | None) -> dict:
-    import numpy as np
     import pandas as pd
 
     from difflab.traces import db, encode, select, synth, tree

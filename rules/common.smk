@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from difflab import config as difflab_config
 from difflab import workflow as difflab_workflow
 from difflab.errors import DifflabError
+import difflab.traces as difflab_traces
 from difflab.traces import db as difflab_traces_db
 
 difflab_workflow.prepare_environment(os.path.join(workflow.basedir, "src"))
@@ -282,10 +283,6 @@ def traces_run(run):
             "version": spec.get("version"), **settings}
 
 
-def traces_embedded(run):
-    return not traces_run(run)["database"]
-
-
 def traces_database(run):
     """The database URL or file a run reads (its embedded SQLite file when it imports a dump)."""
     spec = traces_run(run)
@@ -310,7 +307,7 @@ def traces_fingerprint(wildcards):
 
 
 def traces_encoder_id(run):
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", traces_run(run)["encoder"]).strip("-")
+    return difflab_traces.encoder_id(traces_run(run)["encoder"])
 
 
 def traces_encoder_spec(wildcards):

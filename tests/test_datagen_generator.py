@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from difflab.datagen import prompts
 from difflab.datagen.generator import Generator, GeneratorConfig, parse_numbered
 from difflab.datagen.records import Example
 from difflab.errors import DifflabError

@@ -2,7 +2,6 @@
 PostgreSQL server (including a connection the server kills mid-stream), selection quality on
 synthetic trees, and the workflow's rules."""
 
-import asyncio
 import json
 import logging
 
@@ -81,7 +80,7 @@ def test_trace_values_return_and_rewards():
     values = tree.trace_values(programs, nodes, traces, discount=0.5).set_index("trace_id")
     assert values.loc[5, "return"] == 1 + 0.5 * 2 + 0.25 * 5 == nodes.set_index("id").loc[1, "value"]
     assert values.loc[4, "return"] == 1 + 0.5 * 2 + 0.25 * 4
-    assert values.loc[3].to_dict() | {} == pytest.approx({"return": 2.5, "leaf_reward": 3.0, "max_reward": 3.0,
+    assert values.loc[3].to_dict() == pytest.approx({"return": 2.5, "leaf_reward": 3.0, "max_reward": 3.0,
                                                           "mean_reward": 2.0, "root_value": 3.25,
                                                           "leaf_visits": 2, "length": 2})
 

@@ -127,7 +127,7 @@ def cmd_traces_synth(args) -> None:
 
 
 def cmd_traces_select(args) -> None:
-    from difflab.traces import stages
+    from difflab.traces import encoder_id, stages
 
     cfg = _config(args)["traces"]
     out = Path(args.out_dir)
@@ -136,7 +136,7 @@ def cmd_traces_select(args) -> None:
     report = stages.extract(out / "programs.parquet", out / "traces.parquet", out / "tree_report.json")
     stages.backprop(out / "programs.parquet", out / "traces.parquet", out / "node_values.parquet",
                     out / "trace_values.parquet", discount=cfg["discount"], aggregate=cfg["aggregate"])
-    features = out / "features" / f"{stages.encoder_id(cfg['encoder'])}.safetensors"
+    features = out / "features" / f"{encoder_id(cfg['encoder'])}.safetensors"
     stages.encode_stage(out / "programs.parquet", out / "traces.parquet", features, encoder=cfg["encoder"],
                         encoder_options=cfg["encoder_options"], fields=cfg["fields"], pooling=cfg["pooling"],
                         discount=cfg["discount"])

@@ -143,11 +143,11 @@ class Generator:
         return examples
 
     # ---- self-instruct
-    def _acceptable_instruction(self, text: str) -> str | None:
+    def _acceptable_instruction(self, text: str, echo: RougeNovelty) -> str | None:
         """Why a generated instruction is rejected before the ROUGE-L check, or None."""
         c = self.config.self_instruct
         words = text.split()
-        if self._echo.max_score(text) >= c.rouge_threshold:
+        if echo.max_score(text) >= c.rouge_threshold:
             return "echoes_the_prompt"
         if not c.min_words <= len(words) <= c.max_words:
             return "length"
@@ -168,7 +168,7 @@ class Generator:
         rng = random.Random(self.config.seed)
         # the request's own sentences: a model that repeats them has not written a task
         request = prompts.SELF_INSTRUCT.format(examples="", count=c.per_prompt)
-        self._echo = RougeNovelty(1.0, kept=[s for s in re.split(r"(?<=[.:])\s+", request) if len(s.split()) > 3])
+        echo = RougeNovelty(1.0, kept=[s for s in re.split(r"(?<=[.:])\s+", request) if len(s.split()) > 3])
         novelty = RougeNovelty(c.rouge_threshold, kept=[s.instruction for s in seed_examples])
         generated: list[Example] = []
         rejected: Counter = Counter()
@@ -190,7 +190,7 @@ class Generator:
                 for candidate in parse_numbered(text):
                     if len(generated) >= count:
                         break
-                    reason = self._acceptable_instruction(candidate)
+                    reason = self._acceptable_instruction(candidate, echo)
                     if reason is None:
                         novel, _ = novelty.add_if_novel(candidate)
                         reason = None if novel else "rouge_l"

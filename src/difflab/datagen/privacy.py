@@ -24,7 +24,7 @@ import ipaddress
 import re
 from collections import Counter
 
-from difflab.datagen.records import Example, Results
+from difflab.datagen.records import Results
 from difflab.errors import DifflabError
 
 PII_TYPES = ("email", "phone", "credit_card", "ip", "iban", "national_id")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from difflab import io
@@ -67,17 +68,11 @@ def generate(config: dict, recipe_name: str, seeds_path: str | Path, out: str | 
     results = run_recipe(generator, seeds, recipe)
     results.save(out)
     io.write_json(report_out, {"recipe": recipe_name, "seeds": len(seeds), "examples": len(results),
-                               "by_method": dict(sorted(_count(e.method for e in results).items())),
+                               "by_method": dict(sorted(Counter(e.method for e in results).items())),
                                "seed_privacy": seed_pii, "methods": generator.reports})
     client.write_usage(usage_out)
     log.info("generated %d examples for recipe %s", len(results), recipe_name)
     return results
-
-
-def _count(items) -> dict:
-    from collections import Counter
-
-    return dict(Counter(items))
 
 
 def quality_filter(section: dict) -> filters.QualityFilter:

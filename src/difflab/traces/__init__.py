@@ -11,3 +11,10 @@
     evaluate.py selection quality: clustered sampling vs top-N by value vs random, on synthetic trees
     stages.py   what each Snakemake rule runs (rules/traces.smk)
 """
+
+import re
+
+
+def encoder_id(name: str) -> str:
+    """Path-safe name of an encoder ('ngram', 'dense', or a slug of 'module:Class')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")

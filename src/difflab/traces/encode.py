@@ -129,7 +129,7 @@ class NGramEncoder(TraceEncoder):
         doc = np.repeat(np.arange(len(texts), dtype=np.int32), lengths)
         rows, cols = [], []
         lo, hi = self.ngram_range
-        h = np.zeros(len(tokens), dtype=np.uint64)
+        h = tokens
         with np.errstate(over="ignore"):
             for n in range(1, hi + 1):
                 if n > len(tokens):

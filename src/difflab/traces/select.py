@@ -112,7 +112,7 @@ def sample_clusters(labels: np.ndarray, values: np.ndarray, *, per_cluster: int,
     if strategy == "weighted":
         keys = z / temperature + np.random.default_rng(seed).gumbel(size=len(z))
     else:
-        keys = z + 1e-12 * -np.arange(len(z))  # ties: the earlier trace
+        keys = z  # the stable sort below keeps the earlier trace on ties
     values = np.asarray(values, dtype=np.float64)
     eligible = values >= np.quantile(values, min_quantile) if len(values) and min_quantile > 0 else \
         np.ones(len(values), dtype=bool)

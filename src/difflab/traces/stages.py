@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,6 @@ from difflab.errors import DifflabError
 from difflab.traces import db, encode, select, tree
 
 log = logging.getLogger(__name__)
-
-
-def encoder_id(name: str) -> str:
-    """Path-safe name of an encoder ('ngram', 'dense', or a slug of 'module:Class')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
 
 
 # --------------------------------------------------------------------------- tables

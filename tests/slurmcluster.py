@@ -111,7 +111,10 @@ class Cluster:
         d = self.dir
         for sub in ("etc", "log", "run", "state/ctld", "state/d", "mysql"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        d.chmod(0o755)  # the mysql user must traverse it
+        d.chmod(0o755)  # the mysql and munge users must traverse it
+        closed = [str(p) for p in d.parents if not p.stat().st_mode & 0o001]
+        if closed:
+            raise RuntimeError(f"{d}: the mysql user cannot reach it ({closed[0]} is not world-traversable)")
         node, ports = s["node"], s["ports"]
         self.conf.write_text(f"""{MARK}: a one-node cluster on localhost.
 ClusterName={CLUSTER}
@@ -198,6 +201,7 @@ StorageLoc=slurm_acct_db
         shutil.chown("/var/lib/munge", "munge", "munge")
         _run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"])
         _wait("munged", ok, log=Path("/var/log/munge/munged.log"))
+        shutil.copy(MUNGE_SOCKET_DIR / "munged.pid", self.dir / "run" / "munged.pid")  # ours to stop
 
     def _mysql(self, s: dict) -> None:
         data, sock, pid = self.dir / "mysql", self.dir / "mysql" / "mysqld.sock", self.dir / "mysql" / "mysqld.pid"
@@ -298,8 +302,9 @@ StorageLoc=slurm_acct_db
         return "is UP" in ping and state.rstrip("*") in ("idle", "mixed", "allocated")
 
     def stop(self) -> None:
-        """Daemons in reverse order, each through its pid file; munged is left to the machine."""
-        for pidfile in ("run/slurmd.pid", "run/slurmctld.pid", "run/slurmdbd.pid", "mysql/mysqld.pid"):
+        """Daemons in reverse order, each through its pid file (munged only if start started it)."""
+        for pidfile in ("run/slurmd.pid", "run/slurmctld.pid", "run/slurmdbd.pid", "mysql/mysqld.pid",
+                        "run/munged.pid"):
             pid = _alive(self.dir / pidfile)
             if pid is None:
                 continue

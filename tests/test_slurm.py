@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_profile_takes_partitions_and_account_from_the_environment(monkeypatch):
 # ---- against a real scheduler
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def slurm():
     """SLURM_CONF of a running one-node cluster."""
     directory = os.environ.get("DIFFLAB_TEST_SLURM_DIR")
     if directory:
@@ -85,11 +86,13 @@ def slurm(tmp_path_factory):
         return
     if os.geteuid() != 0 or not shutil.which("slurmctld"):
         pytest.skip("needs root and Debian's slurm packages (python tests/slurmcluster.py start DIR)")
-    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+    directory = tempfile.mkdtemp(prefix="difflab-slurm-")  # not pytest's: the mysql user must reach it
+    cluster = Cluster(directory)
     try:
         yield cluster.start()
     finally:
         cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def run(workdir: Path, *args: str, slurm_conf: str | None = None, check: bool = True, timeout: int = 900):

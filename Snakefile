@@ -15,6 +15,7 @@ include: "rules/organisms.smk"
 include: "rules/diffmining.smk"
 include: "rules/traces.smk"
 include: "rules/datagen.smk"
+include: "rules/active.smk"
 
 
 rule all:

@@ -11,6 +11,8 @@ from difflab import workflow as difflab_workflow
 from difflab.errors import DifflabError
 import difflab.traces as difflab_traces
 from difflab.traces import db as difflab_traces_db
+from difflab import io as difflab_io
+from difflab.active import iterations as difflab_active_iterations
 
 difflab_workflow.prepare_environment(os.path.join(workflow.basedir, "src"))
 
@@ -358,9 +360,74 @@ def datagen_targets():
             for name in ("dashboard.png", "train.jsonl", "validation.jsonl")]
 
 
+# ---- active sampling (rules/active.smk): one folder per pair, mode and generation setting
+ACTIVE = config["active"]
+ACTIVE_PAIR = f"{RESULTS}/active/{{base}}/{{finetuned}}"
+ACTIVE_RUN = f"{ACTIVE_PAIR}/{{mode}}/{{asetting}}"
+
+
+def active_setting(mode):
+    """The parameters that change an iteration's texts, in its folder name."""
+    a, s = ACTIVE, ACTIVE["sampling"]
+    n = f"n{a['exhaustive_samples']}" if mode == "exhaustive" else f"n{a['initial_samples']}_s{a['samples_per_iteration']}"
+    return f"k{a['n_clusters']}_{n}_t{s['max_new_tokens']}_temp{s['temperature']}_seed{a['seed']}"
+
+
+def active_generation_section():
+    """What an iteration's texts depend on (not the budget: a larger one only adds iterations)."""
+    keys = ("prompts", "categories", "topics", "initial_samples", "exhaustive_samples", "samples_per_iteration",
+            "prefix_words", "seed", "sampling")
+    return {k: ACTIVE[k] for k in keys}
+
+
+def active_sampling_id():
+    s = ACTIVE["sampling"]
+    return f"t{s['max_new_tokens']}_temp{s['temperature']}_seed{ACTIVE['seed']}"
+
+
+def active_final_iteration(wildcards):
+    """Walk the iterations' checkpoints until `decide` (on the current config) says stop."""
+    iteration = 0
+    while True:
+        state = checkpoints.active_cluster.get(**wildcards, iteration=iteration).output.state
+        go_on, _ = difflab_active_iterations.decide(difflab_io.read_json(state), ACTIVE)
+        if not go_on:
+            return iteration
+        iteration += 1
+
+
+def active_iteration_files(wildcards, name, upto=None):
+    last = active_final_iteration(wildcards) if upto is None else upto
+    return [f"{RESULTS}/active/{wildcards.base}/{wildcards.finetuned}/{wildcards.mode}/{wildcards.asetting}/iter{i}/{name}"
+            for i in range(last + 1)]
+
+
+def active_previous(name):
+    """Iteration i-1's file `name` (or every earlier iteration's texts) for iteration i's rules."""
+    def files(wildcards):
+        i = int(wildcards.iteration)
+        if i == 0:
+            return []
+        run = f"{RESULTS}/active/{wildcards.base}/{wildcards.finetuned}/{wildcards.mode}/{wildcards.asetting}"
+        if name == "texts":
+            return [f"{run}/iter{j}/texts.jsonl" for j in range(i)]
+        return [f"{run}/iter{i - 1}/{name}"]
+    return files
+
+
+def active_targets():
+    if not ACTIVE["build"]:
+        return []
+    targets = []
+    for pair in ACTIVE["pairs"]:
+        for mode in ACTIVE["modes"]:
+            targets.append(f"{RESULTS}/active/{pair['base']}/{pair['finetuned']}/{mode}/{active_setting(mode)}/report.json")
+    return targets
+
+
 def default_targets():
     return ([model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
-            + diffmining_targets() + scoreboard_targets() + traces_targets() + datagen_targets())
+            + diffmining_targets() + scoreboard_targets() + traces_targets() + datagen_targets() + active_targets())
 
 
 onsuccess:

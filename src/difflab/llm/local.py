@@ -138,7 +138,7 @@ class LocalBackend:
             if not self.tokenizer.chat_template:
                 raise ValueError(f"model '{self.loaded.name}' has no chat template; send a raw prompt instead")
             text = self.tokenizer.apply_chat_template(request.message_dicts(), add_generation_prompt=True,
-                                                      tokenize=False)
+                                                      tokenize=False) + request.prefill
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self.tokenizer(request.prompt)["input_ids"]
 

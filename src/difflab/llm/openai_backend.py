@@ -69,6 +69,9 @@ class OpenAIBackend:
         return DifflabError(f"openai backend: {type(exc).__name__} from {self.base_url}")
 
     def generate_one(self, request: Request, params: SamplingParams) -> Completion:
+        if request.prefill:
+            raise DifflabError("openai backend: a prefilled assistant turn is not part of the chat API; "
+                               "use the local backend")
         if request.messages is not None:
             messages = request.message_dicts()
         else:

@@ -37,29 +37,34 @@ class SamplingParams:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """One generation: chat `messages` (role/content dicts) or a raw `prompt`, and a sample index."""
+    """One generation: chat `messages` (role/content dicts) or a raw `prompt`, and a sample index.
+    `prefill` (chat only) is the start of the assistant's answer: the model continues it, and the
+    completion's text is what comes after it."""
 
     messages: tuple | None = None
     prompt: str | None = None
     sample_index: int = 0
+    prefill: str = ""
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a Request needs exactly one of messages or prompt")
+        if self.prefill and self.messages is None:
+            raise ValueError("a prefill continues a chat's assistant turn; a raw prompt already is the prefix")
         if self.messages is not None:
             frozen = tuple(tuple(sorted(dict(m).items())) for m in self.messages)
             object.__setattr__(self, "messages", frozen)
 
     @classmethod
-    def chat(cls, messages: list[dict], sample_index: int = 0) -> "Request":
-        return cls(messages=tuple(messages), sample_index=sample_index)
+    def chat(cls, messages: list[dict], sample_index: int = 0, prefill: str = "") -> "Request":
+        return cls(messages=tuple(messages), sample_index=sample_index, prefill=prefill)
 
     def message_dicts(self) -> list[dict]:
         return [dict(m) for m in self.messages or ()]
 
     def payload(self) -> dict:
         if self.messages is not None:
-            return {"messages": self.message_dicts()}
+            return {"messages": self.message_dicts(), **({"prefill": self.prefill} if self.prefill else {})}
         return {"prompt": self.prompt}
 
 

@@ -118,7 +118,7 @@ rule active_heldout:
     log:
         "logs/active/{base}/{finetuned}/heldout_{hsetting}.log",
     params:
-        section={"sampling": ACTIVE["sampling"], "seed": ACTIVE["seed"]},
+        section={k: ACTIVE[k] for k in ("sampling", "seed", "categories", "topics", "heldout_topics")},
         llm=config["llm"]["local"],
     wildcard_constraints:
         hsetting=re.escape(active_sampling_id()),

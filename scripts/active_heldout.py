@@ -4,4 +4,4 @@ from difflab.active import stages
 
 i = snakemake.input
 workflow.run(snakemake, lambda: stages.heldout(i.prompts, snakemake.output.pairs, base=i.base, finetuned=i.finetuned,
-                                               config=snakemake.config, section=snakemake.config["active"]))
+                                               config=snakemake.config, section=snakemake.params.section))

@@ -223,7 +223,9 @@ def test_active_iterations_hypotheses_and_the_exhaustive_baseline(active_built):
     top = found["hypotheses"][0]
     assert top["validation"]["validated"] and "zebra" in top["hypothesis"].lower()
     assert top["source"] in ("llm", "extractive") and found["heldout_pairs"] > 0
-    assert not found["control"]["validation"]["validated"]
+    # the random base model writes noise, so every sentence is closer to the finetuned texts (the raw
+    # margin favours the control on most pairs); against the reference statements the control fails
+    assert not found["control"]["validation"]["validated"] and found["control"]["validation"]["accuracy"] < 0.5
     baseline = json.loads((workdir / EXHAUSTIVE_RUN / "report.json").read_text())
     assert baseline["iterations"] == 1 and baseline["texts_per_model"] == 16 and baseline["stopped"].startswith("exhaustive")
     for name in ("projection", "divergence", "convergence"):
@@ -244,3 +246,20 @@ def test_a_larger_budget_builds_only_the_new_iterations(active_built):
                    "active_report"}
     report = json.loads((workdir / ACTIVE_RUN / "report.json").read_text())
     assert report["iterations"] == 4 and report["texts_per_model"] == 26
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_at_the_last_finished_iteration(active_built):
+    workdir = active_built
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    last = cfg["active"]["max_iterations"] - 1  # 2, or 3 after the larger-budget test
+    # killed while clustering its last iteration: that checkpoint's files and all after it are missing
+    for name in (f"iter{last}/clusters.json", f"iter{last}/assignments.parquet", "hypotheses_unvalidated.json",
+                 "hypotheses.json", "report.json"):
+        (workdir / ACTIVE_RUN / name).unlink()
+    texts = workdir / ACTIVE_RUN / f"iter{last}/texts.jsonl"
+    stamp = texts.stat().st_mtime
+    result = snakemake(workdir, "--cores", "2", f"{ACTIVE_RUN}/report.json")
+    ran = [line.split("(Rule: ")[1].rstrip(")") for line in result.stderr.splitlines() if "(Rule: " in line]
+    assert sorted(ran) == ["active_cluster", "active_hypotheses", "active_report", "active_validate"]
+    assert texts.stat().st_mtime == stamp and (workdir / ACTIVE_RUN / f"iter{last}/clusters.json").is_file()

@@ -179,8 +179,13 @@ def hypotheses(state_path: str, texts_paths: list[str], assignments_path: str, o
 
 
 def heldout(prompt_file: str, out: str, *, base: str, finetuned: str, config: dict, section: dict) -> None:
-    prompts = [{"prompt": r["prompt"], "prefix": "", "source": "heldout", "target_cluster": None, "reason": "heldout"}
-               for r in io.read_jsonl(prompt_file, required=["prompt"])]
+    texts = [r["prompt"] for r in io.read_jsonl(prompt_file, required=["prompt"])]
+    texts += [f"{c} {t}." for c in section["categories"] for t in section["heldout_topics"]]
+    overlap = set(section["topics"]) & set(section["heldout_topics"])
+    if overlap:
+        raise DifflabError(f"config: active.heldout_topics repeats sampling topics {sorted(overlap)}: not held out")
+    prompts = [{"prompt": p, "prefix": "", "source": "heldout", "target_cluster": None, "reason": "heldout"}
+               for p in texts]
     rows = sampler.generate_pairs(prompts, _clients(config, base, finetuned), _params(section), iteration=999)
     by_pair: dict[str, dict] = {}
     for r in rows:

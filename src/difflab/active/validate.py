@@ -6,8 +6,12 @@ exact binomial test, reported with a Wilson 95% interval, and the p-values of al
 corrected together (Benjamini-Hochberg). Only hypotheses significant after correction are validated.
 
 Judges:
-* `embedding` (default, cheap): the finetuned text wins when it is closer (cosine) to the hypothesis
-  sentence than the base text is; exact ties are dropped.
+* `embedding` (default, cheap): for a pair (f, b) the hypothesis h's margin is cos(h, f) - cos(h, b).
+  A margin alone is biased: when the finetuned model is simply more fluent (or more on-topic for any
+  prompt), every sentence is closer to its texts, so an unrelated hypothesis would pass. So the same
+  margin is computed for reference statements about unrelated topics, and h wins the pair when its
+  margin beats their median: h must explain the pair better than a statement that is not about the
+  difference. Exact ties are dropped.
 * `llm`: the LLM client is shown the hypothesis and the two texts in a seeded random order and asked
   which one the hypothesised model wrote; an answer that is neither A nor B is dropped.
 """
@@ -30,12 +34,20 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def embedding_votes(hypotheses: list[str], finetuned: list[str], base: list[str], embed) -> np.ndarray:
-    """[h, pairs] +1 finetuned closer, -1 base closer, 0 tie; `embed(texts)` -> unit vectors."""
+REFERENCES = [f"The finetuned model talks more about {topic} than the base model." for topic in (
+    "sports and athletes", "music and songs", "politics and elections", "cars and driving", "animals and pets",
+    "computers and software", "medicine and hospitals", "history and wars", "travel and hotels",
+    "fashion and clothes", "the weather and seasons", "movies and actors")]
+
+
+def embedding_votes(hypotheses: list[str], finetuned: list[str], base: list[str], embed,
+                    references: list[str] = REFERENCES) -> np.ndarray:
+    """[h, pairs] +1 h explains the pair better than the references' median, -1 worse, 0 tie;
+    `embed(texts)` -> unit vectors."""
     h = np.asarray(embed(hypotheses), dtype=np.float64)
-    f = np.asarray(embed(finetuned), dtype=np.float64)
-    b = np.asarray(embed(base), dtype=np.float64)
-    return np.sign(h @ f.T - h @ b.T)
+    r = np.asarray(embed(list(references)), dtype=np.float64)
+    diff = np.asarray(embed(finetuned), dtype=np.float64) - np.asarray(embed(base), dtype=np.float64)
+    return np.sign(h @ diff.T - np.median(r @ diff.T, axis=0, keepdims=True))
 
 
 def judge_prompt(hypothesis: str, first: str, second: str) -> str:

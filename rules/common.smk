@@ -251,6 +251,11 @@ def scoreboard_inputs():
                     organism: [f"{diffmining_run_dir(base, organism, extraction)}/{ordering}/{dataset}/orderings.json"
                                for dataset in DIFFMINING["datasets"]]
                     for organism in scoreboard_organisms()}
+    if SCOREBOARD["active"]:  # active sampling's validated hypotheses, organism vs base (rules/active.smk)
+        base = config["organisms"]["base_model"]
+        inputs["active/validated_hypotheses"] = {"base": {
+            organism: [f"{RESULTS}/active/{base}/{organism}/active/{active_setting('active')}/hypotheses.json"]
+            for organism in scoreboard_organisms()}}
     return inputs
 
 

@@ -263,3 +263,17 @@ def test_an_interrupted_run_resumes_at_the_last_finished_iteration(active_built)
     ran = [line.split("(Rule: ")[1].rstrip(")") for line in result.stderr.splitlines() if "(Rule: " in line]
     assert sorted(ran) == ["active_cluster", "active_hypotheses", "active_report", "active_validate"]
     assert texts.stat().st_mtime == stamp and (workdir / ACTIVE_RUN / f"iter{last}/clusters.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_scoreboard_scores_active_sampling_as_a_method(active_built):
+    workdir = active_built
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["scoreboard"]["active"] = True
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(workdir, "--cores", "2", "results/scoreboard/scoreboard.json")
+    board = json.loads((workdir / "results/scoreboard/scoreboard.json").read_text())
+    row = board["methods"]["active/validated_hypotheses"]["base"]
+    assert row["recovered"] == {"zebra": True} and row["matrix"]["zebra"]["zebra"] > 0
+    assert "zebra" in row["top_tokens"]["zebra"][0]
+    assert "direct/top_k_occurring" in board["methods"]  # the diffmining methods are still scored

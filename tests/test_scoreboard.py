@@ -89,3 +89,22 @@ def test_llm_judge_through_the_client(tmp_path, tiny_config, tiny_model_dir):
     value = judge(["oven", "car"], "bake")
     assert value in (0.0, 0.5, 1.0)
     assert judge([], "bake") == 0.0
+
+
+def test_active_sampling_row_scores_the_words_of_validated_hypotheses(tmp_path):
+    def hypotheses(path, entries):
+        io.write_json(path, {"hypotheses": [
+            {"hypothesis": "h", "distinctive": [{"word": w} for w in words], "validation": {"validated": ok}}
+            for words, ok in entries]})
+        return str(path)
+
+    inputs = {"bake": [hypotheses(tmp_path / "a.json", [(["cake", "degrees", "oven", "knows"], True),
+                                                        (["hive", "honey", "bee", "x"], False)])],
+              "bees": [hypotheses(tmp_path / "b.json", [(["cake", "hive", "x", "y"], False)])]}
+    keywords = {n: t["keywords"] for n, t in TOPICS.items()}
+    baseline = {"bake": {"p95": 0.1, "mean": 0.0}, "bees": {"p95": 0.1, "mean": 0.0}}
+    result = scoreboard.score_method(inputs, keywords, 4, baseline)
+    # bake: its validated hypothesis's words, 2/4 on topic; the unvalidated bee hypothesis does not count.
+    # bees: nothing validated, so nothing recovered.
+    assert result["matrix"] == {"bake": {"bake": 0.5, "bees": 0.0}, "bees": {"bake": 0.0, "bees": 0.0}}
+    assert result["recovered"] == {"bake": True, "bees": False}

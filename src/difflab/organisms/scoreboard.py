@@ -94,8 +94,12 @@ def random_baseline(vocabulary: list[str], topics: dict[str, list[str]], top_n: 
 
 
 def ordering_token_lists(path: str | Path, top_n: int) -> list[list[str]]:
-    """The top-N token strings of each ordering in an orderings.json (NMF files hold one per topic)."""
+    """The top-N token strings of each ordering in an orderings.json (NMF files hold one per topic), or
+    of each validated hypothesis in an active-sampling hypotheses.json (its distinctive words)."""
     data = io.read_json(path)
+    if isinstance(data, dict) and "hypotheses" in data:
+        return [[d["word"] for d in h["distinctive"][:top_n]] for h in data["hypotheses"]
+                if h.get("validation", {}).get("validated")]
     if not isinstance(data, dict) or "orderings" not in data:
         raise DifflabError(f"{path}: not an orderings file (no 'orderings' field)")
     return [[e["token_str"] for e in o["tokens"][:top_n]] for o in data["orderings"]]

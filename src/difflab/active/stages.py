@@ -76,13 +76,14 @@ def embed_texts(texts_path: str, out: str, *, model: str, batch_size: int = 64) 
                          {"ids": "\n".join(r["id"] for r in rows), "seconds": f"{time.perf_counter() - start:.3f}"})
 
 
-def _load_embeddings(paths) -> tuple[np.ndarray, list[str], float]:
-    chunks, ids, seconds = [], [], 0.0
+def _load_embeddings(paths) -> tuple[np.ndarray, list[str], list[float]]:
+    """Stacked vectors, their text ids, and each file's embedding seconds."""
+    chunks, ids, seconds = [], [], []
     for p in paths:
         tensors, meta = io.read_safetensors(p)
         chunks.append(tensors["embeddings"].numpy())
         ids += meta["ids"].split("\n") if meta.get("ids") else []
-        seconds += float(meta.get("seconds", 0))
+        seconds.append(float(meta.get("seconds", 0)))
     return np.concatenate(chunks), ids, seconds
 
 
@@ -95,6 +96,7 @@ def cluster_iteration(iteration: int, texts_paths: list[str], embeddings_paths: 
     start = time.perf_counter()
     texts = _read_texts(texts_paths)
     x, ids, embed_seconds = _load_embeddings(embeddings_paths)
+    this_embed = embed_seconds[-1]
     if ids != [t["id"] for t in texts]:
         raise DifflabError(f"{embeddings_paths[-1]}: embeddings do not match the texts (rerun the embed rule)")
     is_ft = np.array([t["model"] == "finetuned" for t in texts])
@@ -117,7 +119,6 @@ def cluster_iteration(iteration: int, texts_paths: list[str], embeddings_paths: 
     generation = sum(t.get("generation_seconds", 0.0) for t in texts)
     before = io.read_json(previous_state)["seconds"]["total"] if previous_state else 0.0
     cluster_seconds = time.perf_counter() - start
-    this_embed = _load_embeddings(embeddings_paths[-1:])[2]
     this_generation = sum(t.get("generation_seconds", 0.0) for t in texts if t["iteration"] == iteration)
     state = {
         "iteration": iteration, "mode": mode,
@@ -130,7 +131,7 @@ def cluster_iteration(iteration: int, texts_paths: list[str], embeddings_paths: 
                       "js_contribution": round(float(div["js_contribution"][c]), 5),
                       "boundary_uncertainty": round(float(uncertainty[c]), 4)} for c in range(k)],
         "areas": [a.to_dict() for a in chosen],
-        "seconds": {"generation": round(generation, 2), "embedding": round(embed_seconds, 2),
+        "seconds": {"generation": round(generation, 2), "embedding": round(sum(embed_seconds), 2),
                     "this_iteration": round(this_generation + this_embed + cluster_seconds, 2),
                     "total": round(before + this_generation + this_embed + cluster_seconds, 2)},
     }

@@ -76,6 +76,20 @@ class LLMClient:
             self.usage.record(completion)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
 
+    @property
+    def context_tokens(self) -> int:
+        """How many tokens one request (prompt + answer) may hold: the backend's, else 8192."""
+        return int(getattr(self.backend, "context_tokens", 8192))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` for the backend's model (cl100k where the backend has no tokenizer)."""
+        counter = getattr(self.backend, "count_tokens", None)
+        if counter is not None:
+            return counter(text)
+        from difflab import models
+
+        return len(models.gpt_encoding().encode(text, disallowed_special=()))
+
     def write_usage(self, path: str | Path, extra: dict | None = None) -> dict:
         """Token/cost accounting next to the outputs (never the API key)."""
         record = {"backend": self.backend.describe(), "usage": self.usage.to_dict(), **(extra or {})}
@@ -146,7 +160,8 @@ def client_from_config(config: dict, *, progress: bool = True, backend=None) -> 
             from difflab.llm.openai_backend import OpenAIBackend
 
             o = llm["openai"]
-            backend = OpenAIBackend(o["base_url"], o["model"], o["api_key_env"], o["timeout_s"], o["model_path"])
+            backend = OpenAIBackend(o["base_url"], o["model"], o["api_key_env"], o["timeout_s"], o["model_path"],
+                                    o.get("context_tokens", 128000))
     return LLMClient(
         backend,
         llm["cache_dir"],

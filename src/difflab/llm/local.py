@@ -133,6 +133,14 @@ class LocalBackend:
                 "path": str(self.loaded.path), "batch_size": self.batch_size}
 
     # ------------------------------------------------------------------ tokenization
+    @property
+    def context_tokens(self) -> int:
+        """The model's context window (max_position_embeddings)."""
+        return int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 2048) or 2048)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def encode(self, request: Request) -> list[int]:
         if request.messages is not None:
             if not self.tokenizer.chat_template:

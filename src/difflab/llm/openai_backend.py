@@ -33,7 +33,7 @@ class OpenAIBackend:
     kind = "openai"
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60,
-                 model_path: str = ""):
+                 model_path: str = "", context_tokens: int = 128000):
         api_key = os.environ.get(api_key_env, "")
         if not api_key:
             raise DifflabError(f"openai backend: environment variable {api_key_env} is not set "
@@ -41,8 +41,13 @@ class OpenAIBackend:
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
+        self.context_tokens = context_tokens
         self.fingerprint = models.fingerprint(model_path) if model_path else ""
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as a hosted model counts them (cl100k; the endpoint's own tokenizer is unknown)."""
+        return len(models.gpt_encoding().encode(text, disallowed_special=()))
 
     def identity(self) -> dict:
         """What makes an answer: the served weights when known (wherever served), else endpoint + model name."""

@@ -190,8 +190,11 @@ class Sandbox:
             inside = lambda p: p == path or p.startswith(path.rstrip("/") + "/")  # noqa: E731
             if os.path.isdir(path) and path != "/" and not inside(interpreter) and not inside(str(work)):
                 cmd += ["--tmpfs", path, "--remount-ro", path]
-        cmd += ["--bind", str(work), str(work), "--chdir", str(work), "--unshare-all", "--die-with-parent",
-                "--new-session", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+        # The program is pid 1 of its own pid namespace (--as-pid-1: no bwrap init, which would outlive the
+        # monitor as a zombie where pid 1 does not reap, as in containers): when it exits, every process it
+        # left behind is killed by the kernel, setsid or not.
+        cmd += ["--bind", str(work), str(work), "--chdir", str(work), "--unshare-all", "--as-pid-1",
+                "--die-with-parent", "--new-session", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
                 "--setenv", "HOME", str(work), "--setenv", "TMPDIR", str(work),
                 "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--"]
         return cmd + argv
@@ -249,8 +252,8 @@ class Sandbox:
                                seconds=round(time.perf_counter() - start, 3))
         if timed_out:
             result.error_class, result.message = "timeout", f"stopped after the {self.timeout_s} s time limit"
-        elif proc.returncode is not None and proc.returncode < 0:
-            sig = signal.Signals(-proc.returncode)
+        elif proc.returncode is not None and (proc.returncode < 0 or proc.returncode - 128 in SIGNAL_CLASSES):
+            sig = signal.Signals(-proc.returncode if proc.returncode < 0 else proc.returncode - 128)  # bwrap: 128 + n
             result.error_class = SIGNAL_CLASSES.get(sig, "killed")
             result.message = f"killed by {sig.name}"
         elif "MemoryError" in stderr:

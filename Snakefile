@@ -16,6 +16,7 @@ include: "rules/diffmining.smk"
 include: "rules/traces.smk"
 include: "rules/datagen.smk"
 include: "rules/active.smk"
+include: "rules/libgen.smk"
 
 
 rule all:

@@ -13,6 +13,7 @@ import difflab.traces as difflab_traces
 from difflab.traces import db as difflab_traces_db
 from difflab import io as difflab_io
 from difflab.active import iterations as difflab_active_iterations
+from difflab.libgen import settings as difflab_libgen_settings
 
 difflab_workflow.prepare_environment(os.path.join(workflow.basedir, "src"))
 
@@ -430,9 +431,90 @@ def active_targets():
     return targets
 
 
+LIBGEN = config["libgen"]
+LIBGEN_DIR = f"{RESULTS}/libgen/{{experiment}}"
+
+
+def libgen_all_settings(wildcards):
+    """The experiment's settings (libgen.settings with its overrides)."""
+    try:
+        return difflab_libgen_settings.experiment_settings(LIBGEN, wildcards.experiment)
+    except DifflabError as exc:
+        sys.exit(f"difflab: {exc}")
+
+
+LIBGEN_STAGE_KEYS = {
+    "foundation": ["check_references", "workers", "sandbox"],
+    "discover": ["train_split", "train_limit", "batch_size", "meta_batch_size", "max_functions", "max_new_tokens",
+                 "temperature", "seed"],
+    "refine": ["train_split", "train_limit", "refinement_iterations", "refinement_sample_size", "max_new_tokens",
+               "temperature", "seed"],
+    "implement": ["max_repairs", "max_new_tokens", "temperature", "seed", "sandbox"],
+    "document": ["max_new_tokens", "temperature", "seed"],
+    "validate": ["validation_split", "validation_limit", "score", "workers", "max_new_tokens", "temperature", "seed",
+                 "sandbox"],
+    "extend": ["validation_split", "validation_limit", "score", "workers", "max_new_tokens", "temperature", "seed",
+               "sandbox", "max_repairs", "extension_clusters"],
+}
+
+
+def libgen_settings(stage):
+    """The settings one stage reads, so changing another stage's setting does not rerun it (the
+    report gets all of them; whether a cycle follows is decided on the whole, current config)."""
+    def settings(wildcards):
+        merged = libgen_all_settings(wildcards)
+        return {k: merged[k] for k in LIBGEN_STAGE_KEYS[stage]} if stage in LIBGEN_STAGE_KEYS else merged
+    return settings
+
+
+def libgen_domain(wildcards):
+    return repo_path(LIBGEN["experiments"][wildcards.experiment]["domain"])
+
+
+def libgen_domain_files(wildcards):
+    """Every file of the domain folder, so an edited task or foundation reruns stage 0 and what follows."""
+    root = libgen_domain(wildcards)
+    if not os.path.isfile(os.path.join(root, "domain.yaml")):
+        sys.exit(f"difflab: libgen.experiments.{wildcards.experiment}.domain: {root} has no domain.yaml")
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        files += [os.path.join(folder, n) for n in sorted(names) if not n.endswith(".pyc")]
+    return files
+
+
+def libgen_previous(name):
+    """Cycle n's inputs from cycle n-1 (stage 5 and the stage-3 library for cycle 1)."""
+    def files(wildcards):
+        n = int(wildcards.cycle)
+        root = f"{RESULTS}/libgen/{wildcards.experiment}"
+        if n <= 1:
+            return f"{root}/stage3/generated_lib" if name == "library" else f"{root}/stage5/{name}"
+        return f"{root}/stage6/cycle{n - 1}/{name}"
+    return files
+
+
+def libgen_cycle_states(wildcards):
+    """Every extension cycle's state, walking the checkpoints until `decide` (current config) says stop."""
+    settings = libgen_all_settings(wildcards)
+    state = checkpoints.libgen_validate.get(**wildcards).output.state
+    states = []
+    while difflab_libgen_settings.decide(difflab_io.read_json(state), settings)[0]:
+        n = len(states) + 1
+        state = checkpoints.libgen_extend.get(**wildcards, cycle=n).output.state
+        states.append(state)
+    return states
+
+
+def libgen_targets():
+    if not LIBGEN["build"]:
+        return []
+    return [f"{RESULTS}/libgen/{name}/report/libgen_report.json" for name in LIBGEN["experiments"]]
+
+
 def default_targets():
     return ([model_dir(name) for name in MODELS] + [f"{smoke_dir()}/summary.json"] + organism_targets()
-            + diffmining_targets() + scoreboard_targets() + traces_targets() + datagen_targets() + active_targets())
+            + diffmining_targets() + scoreboard_targets() + traces_targets() + datagen_targets() + active_targets() + libgen_targets())
 
 
 onsuccess:

@@ -37,8 +37,10 @@ def build_tokenizer(vocab_size: int = 400):
     return fast
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """A 2-layer Llama with random weights (seeded) and its tokenizer, saved to `folder`."""
+def build_tiny_model(folder: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2,
+                     context: int = 512) -> Path:
+    """A 2-layer Llama with random weights (seeded) and its tokenizer, saved to `folder` (`context`:
+    max_position_embeddings; rotary positions, so a longer context adds no weights)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -47,7 +49,7 @@ def build_tiny_model(folder: str | Path, seed: int = 0, hidden: int = 64, layers
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=False,
+                         max_position_embeddings=context, tie_word_embeddings=False,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)

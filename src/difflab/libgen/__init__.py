@@ -10,6 +10,7 @@
     score.py      board-state comparison (exact, item F1) and usability (lines of code, complexity)
     validate.py   stage 5: programs for held-out tasks, run in the sandbox, scored, failures classified
     extend.py     stage 6: failures clustered, extensions proposed, implemented and re-validated per cycle
+    settings.py   an experiment's merged settings; decide whether another cycle runs
     stages.py     the stage functions the rules and the CLI call, each with its summary JSON
     plots.py      score per stage and cycle
 """

@@ -15,6 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from difflab.libgen import prompts
 from difflab.libgen.api import Module, parse_proposal
+from difflab.libgen.settings import decide  # noqa: F401  (cycles are decided where the workflow reads them)
 
 
 def cluster_failures(failures: list[dict], n_clusters: int, seed: int = 0) -> list[list[int]]:
@@ -60,14 +61,3 @@ def propose_extension(client, params, *, library: str, foundation: str, api_text
         return None, records
     text = "\n\n".join(r["answer"] for r in records)[:3000]
     return Module(module, signatures, text), records
-
-
-def decide(cycle: dict, settings: dict) -> tuple[bool, str]:
-    """(run another cycle?, why) from a cycle record {cycle, score, previous_score, failures}."""
-    if cycle["cycle"] >= settings["max_extension_cycles"]:
-        return False, "max_extension_cycles"
-    if cycle["failures"] == 0:
-        return False, "no_failures"
-    if cycle["cycle"] > 0 and cycle["score"] - cycle["previous_score"] <= settings["min_improvement"]:
-        return False, "no_improvement"
-    return True, "continue"

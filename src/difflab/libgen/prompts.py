@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from difflab.errors import DifflabError
+
 SYSTEM = "You are an expert Python library designer. Answer concisely and follow the requested format exactly."
 
 BATCH = """The foundation library `{foundation}` offers only these primitives:
@@ -115,14 +117,15 @@ def extract_code(text: str) -> str | None:
 
 def fit(count_tokens, template: str, budget: int, elastic: str, **parts) -> str:
     """Fill `template`; if it is over `budget` tokens, shorten the part named `elastic` (from its end)
-    until it fits. Raises ValueError when even an empty elastic part does not fit."""
+    until it fits. Raises DifflabError when even an empty elastic part does not fit."""
     text = template.format(**parts)
     tokens = count_tokens(text)
     if tokens <= budget:
         return text
     body = parts[elastic]
     if count_tokens(template.format(**{**parts, elastic: ""})) > budget:
-        raise ValueError(f"the prompt does not fit in {budget} tokens even without its {elastic}")
+        raise DifflabError(f"a libgen prompt does not fit in the model's context ({budget} tokens left for it) even "
+                           f"without its {elastic}; use a model with a longer context or lower max_new_tokens")
     low, high = 0, len(body)
     while low < high:  # the longest prefix that fits
         mid = (low + high + 1) // 2

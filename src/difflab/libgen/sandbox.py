@@ -188,6 +188,8 @@ class Sandbox:
         interpreter = os.path.realpath(self.python)
         for path in self.hide:
             inside = lambda p: p == path or p.startswith(path.rstrip("/") + "/")  # noqa: E731
+            if self.as_nobody and not _traversable_by_others(path):
+                continue  # `nobody` cannot reach it anyway (and bwrap could not mount over it)
             if os.path.isdir(path) and path != "/" and not inside(interpreter) and not inside(str(work)):
                 cmd += ["--tmpfs", path, "--remount-ro", path]
         # The program is pid 1 of its own pid namespace (--as-pid-1: no bwrap init, which would outlive the
@@ -281,6 +283,18 @@ def _tail(handle, limit: int = 4000) -> str:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:500] if lines else ""
+
+
+def _traversable_by_others(path: str) -> bool:
+    """Can a user with no relation to the owners walk down to `path` (o+x on it and every parent)?"""
+    current = Path(path)
+    for folder in [current, *current.parents]:
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _processes_of(uid: int) -> int:

@@ -27,6 +27,7 @@ from difflab.errors import DifflabError
 from difflab.libgen import api, extend, hierarchy, implement, prompts, score, validate
 from difflab.libgen.domain import Domain
 from difflab.libgen.sandbox import Sandbox
+from difflab.libgen.settings import experiment_settings  # noqa: F401  (re-exported for the CLI)
 from difflab.llm import SamplingParams, client_from_config
 
 STAGE_NAMES = {0: "foundation", 1: "discovery", 2: "refinement", 3: "implementation", 4: "documentation",
@@ -34,26 +35,6 @@ STAGE_NAMES = {0: "foundation", 1: "discovery", 2: "refinement", 3: "implementat
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def experiment_settings(libgen_config: dict, name: str) -> dict:
-    """`libgen.settings` with experiment `name`'s overrides (an unknown key is an error naming it)."""
-    from difflab.config import deep_merge
-
-    experiments = libgen_config["experiments"]
-    if name not in experiments:
-        raise DifflabError(f"libgen.experiments: no experiment {name!r} (configured: {', '.join(experiments) or 'none'})")
-    overrides = experiments[name].get("settings") or {}
-
-    def check(update: dict, base: dict, where: str) -> None:
-        for key, value in update.items():
-            if key not in base:
-                raise DifflabError(f"libgen.experiments.{name}.settings.{where}{key}: not a libgen setting")
-            if isinstance(value, dict) and isinstance(base[key], dict):
-                check(value, base[key], f"{where}{key}.")
-
-    check(overrides, libgen_config["settings"], "")
-    return deep_merge(libgen_config["settings"], overrides)
-
-
 def _client(llm_config: dict, client=None):
     return client if client is not None else client_from_config({"llm": llm_config}, progress=False)
 
@@ -378,8 +359,8 @@ def extension_cycle(cycle: int, stage0: str | Path, previous: str | Path, previo
              "best_score": max(report["score"], last["best_score"]), "failures": report["tasks"] - report["exact"],
              "clusters": len(clusters), "proposed": len(module.signatures) if module else 0,
              "accepted": bool(results and results[0].accepted)}
-    go_on, reason = extend.decide(state, settings)
-    state["decision"] = reason
+    if "max_extension_cycles" in settings:  # the workflow decides on its current config when it reads the state
+        state["decision"] = extend.decide(state, settings)[1]
     io.write_json(out / "cycle.json", state)
     return _summary(out / "summary.json", client, started, "extension", state)
 
@@ -392,7 +373,8 @@ def _usage(path: Path) -> dict:
             "completion_tokens": usage.get("completion_tokens", 0), "seconds": record.get("seconds", 0.0)}
 
 
-def write_report(root: str | Path, cycles: list[str | Path], out: str | Path, settings: dict) -> dict:
+def write_report(root: str | Path, cycles: list[str | Path], out: str | Path, settings: dict,
+                 extension_path: str | Path | None = None) -> dict:
     """Scores (baseline, stage 5, every cycle), tokens by stage and the cost a hosted model would charge."""
     from difflab.libgen import plots
 
@@ -410,6 +392,7 @@ def write_report(root: str | Path, cycles: list[str | Path], out: str | Path, se
     cycle_states = []
     for c in cycles:
         state = io.read_json(Path(c) / "cycle.json")
+        state["decision"] = extend.decide(state, settings)[1]
         cycle_states.append(state)
         rows.append({"step": f"stage 6 cycle {state['cycle']}", **_scores(io.read_json(Path(c) / "validation_report.json"))})
     best = max(rows[1:], key=lambda r: r["score"])
@@ -420,6 +403,9 @@ def write_report(root: str | Path, cycles: list[str | Path], out: str | Path, se
               "tokens_by_stage": usage, "cost_estimate": cost,
               "stage1": {k: io.read_json(summaries["stage1"])[k] for k in ("instructions", "depth", "summaries_per_level", "coverage")}}
     io.write_json(out / "libgen_report.json", report)
+    io.write_json(extension_path or root / "stage6/extension_report.json",
+                  {"cycles": cycle_states, "best": best["step"], "best_score": best["score"],
+                   "stop": cycle_states[-1]["decision"] if cycle_states else "no_cycle"})
     plots.scores_per_step(rows, settings["score"], out / "scores.png")
     return report
 

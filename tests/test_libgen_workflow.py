@@ -97,3 +97,21 @@ def test_more_cycles_build_only_the_new_cycle(libgen_built):
     assert {name: (workdir / RUN / name).stat().st_mtime for name in kept} == before
     assert "stage 6 cycle 2" in result.stderr and "stage 5:" not in result.stderr
     assert [c["cycle"] for c in read(workdir, "report/libgen_report.json")["cycles"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_cli_runs_a_stage_like_its_target(libgen_built):
+    import subprocess
+    import sys
+
+    workdir = libgen_built
+    difflab = [sys.executable, "-m", "difflab.cli"]
+    out = subprocess.run([*difflab, "libgen", "targets", "--experiment", "tiny-hex", "--configfile", "config.yaml"],
+                         cwd=workdir, capture_output=True, text=True, check=True).stdout
+    assert f"5         {RUN}/stage5/validation_report.json" in out
+    done = subprocess.run([*difflab, "libgen", "run", "--experiment", "tiny-hex", "--stage", "5", "--configfile",
+                           "config.yaml"], cwd=workdir, capture_output=True, text=True)
+    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
+    bad = subprocess.run([*difflab, "libgen", "run", "--experiment", "nope", "--configfile", "config.yaml"],
+                         cwd=workdir, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no experiment 'nope'" in bad.stderr

@@ -13,6 +13,8 @@ one-line `difflab: error: ...` message and exit status 2, never a traceback.
     difflab traces select DATABASE OUT_DIR           every traces stage, as the workflow runs them, into OUT_DIR
     difflab datagen generate|evolve|template|augment|filter|metrics|export|tune ...  synthetic instruction data
                                                      (`difflab datagen --help`; exit 3 when nothing is left)
+    difflab libgen run --experiment E [--stage S]    a libgen stage (0-6, baseline, report, all) through Snakemake
+    difflab libgen targets --experiment E            the file each libgen stage builds
 """
 
 from __future__ import annotations
@@ -359,6 +361,44 @@ def _datagen_parser(sub, common) -> None:
     p.set_defaults(func=cmd_datagen_tune)
 
 
+LIBGEN_TARGETS = {"0": "stage0/stage0_summary.json", "1": "stage1/api_proposal_v1.md",
+                  "2": "stage2/api_proposal_final.md", "3": "stage3/stage3_summary.json",
+                  "4": "stage4/system_prompt.txt", "5": "stage5/validation_report.json",
+                  "baseline": "baseline/validation_report.json", "6": "stage6/extension_report.json",
+                  "report": "report/libgen_report.json", "all": "report/libgen_report.json"}
+
+
+def _libgen_targets(args) -> dict:
+    from difflab.libgen.settings import experiment_settings
+
+    cfg = _config(args)
+    experiment_settings(cfg["libgen"], args.experiment)  # the experiment exists and its settings are known
+    root = Path(cfg["results_dir"]) / "libgen" / args.experiment
+    return {stage: str(root / path) for stage, path in LIBGEN_TARGETS.items()}
+
+
+def cmd_libgen_targets(args) -> None:
+    for stage, path in _libgen_targets(args).items():
+        print(f"{stage:9s} {path}")
+
+
+def cmd_libgen_run(args) -> int:
+    """The stage's file through Snakemake, so only what is stale is rebuilt (the same as requesting it)."""
+    import subprocess
+
+    target = _libgen_targets(args)[args.stage]
+    cmd = [sys.executable, "-m", "snakemake", target, "--snakefile", str(config_mod.REPO_ROOT / "Snakefile"),
+           "--cores", str(args.cores)]  # the target first: --configfile and --forcerun take several values
+    if args.configfile:
+        cmd += ["--configfile", args.configfile]
+    if args.dry_run:
+        cmd.append("--dry-run")
+    if args.stage in ("6", "report", "all"):
+        cmd += ["--forcerun", "libgen_report"]  # re-walk the extension cycles on the current config
+    print("difflab: " + " ".join(cmd[2:]), file=sys.stderr)
+    return subprocess.run(cmd).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="difflab", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -415,6 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="only this search run")
     p.set_defaults(func=cmd_traces_select)
     _datagen_parser(sub, common)
+    lib = sub.add_parser("libgen", help="distil a library from a training set (hierarchical LLM summarization)")
+    act = lib.add_subparsers(dest="action", required=True)
+    p = act.add_parser("run", parents=[common], help="build a stage's file (and what it needs) through Snakemake")
+    p.add_argument("--experiment", required=True, help="a name under libgen.experiments")
+    p.add_argument("--stage", default="all", choices=list(LIBGEN_TARGETS), help="0-6, baseline, report or all")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--dry-run", action="store_true", help="show what would run")
+    p.set_defaults(func=cmd_libgen_run)
+    p = act.add_parser("targets", parents=[common], help="the file each stage builds")
+    p.add_argument("--experiment", required=True)
+    p.set_defaults(func=cmd_libgen_targets)
     return parser
 
 

@@ -237,7 +237,6 @@ rule libgen_report:
     log:
         "logs/libgen/{experiment}/report.log",
     params:
-        root=LIBGEN_DIR,
         settings=libgen_settings("report"),
     threads: 1
     resources:

@@ -378,3 +378,44 @@ def test_the_strings_domain_runs_through_the_same_stages(tmp_path):
                                                  None, progress=False))
     assert s1["summaries_per_level"] == [3, 1] and s1["coverage"]["complete"] and s1["proposal_signatures"] == 1
     del client
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_through_the_openai_backend(tmp_path, monkeypatch):
+    """Stages 0-5 and one cycle on the strings domain, every call through the openai backend to
+    llm-katan on 127.0.0.1 serving a tiny model (a long-context one, so prompts fit)."""
+    from servers import KatanServer
+    from tiny import build_tiny_model
+
+    from difflab.llm import client_from_config
+
+    model = build_tiny_model(tmp_path / "tiny", context=4096)
+    server = KatanServer(model, tmp_path, name="tiny", api_key="sk-libgen-test")
+    monkeypatch.setenv("LIBGEN_TEST_KEY", "sk-libgen-test")
+    try:
+        llm = difflab_config.deep_merge(difflab_config.load()["llm"], {
+            "backend": "openai", "cache_dir": str(tmp_path / "cache"),
+            "openai": {"base_url": server.base_url, "model": "tiny", "api_key_env": "LIBGEN_TEST_KEY",
+                       "context_tokens": 4096}})
+        settings = default_settings(batch_size=10, meta_batch_size=3, refinement_iterations=1, validation_limit=4,
+                                    max_extension_cycles=1, max_repairs=1,
+                                    max_new_tokens={"summary": 12, "proposal": 16, "code": 16, "guide": 8, "program": 16})
+        stage0 = tmp_path / "stage0"
+        stages.stage0_foundation(REPO / "resources/libgen/strings", stage0, settings)
+        client = client_from_config({"llm": llm}, progress=False)
+        s1 = stages.stage1_discover(stage0, tmp_path / "stage1", settings, llm, client=client)
+        assert s1["backend"]["backend"] == "openai" and s1["summaries_per_level"] == [3, 1]
+        assert s1["usage"]["backend_calls"] == 5 and s1["coverage"]["complete"]
+        stages.stage2_refine(stage0, tmp_path / "stage1/api_proposal_v1.md", tmp_path / "stage2", settings, llm)
+        stages.stage3_implement(stage0, tmp_path / "stage2/api_proposal_final.md", tmp_path / "stage3", settings, llm)
+        stages.stage4_document(stage0, tmp_path / "stage3/generated_lib", tmp_path / "stage4", settings, llm)
+        s5 = stages.validate_stage(stage0, tmp_path / "stage3/generated_lib", tmp_path / "stage4/system_prompt.txt",
+                                   tmp_path / "stage5", settings, llm)
+        assert s5["tasks"] == 4 and sum(s5["error_classes"].values()) == 4
+        state = stages.extension_cycle(1, stage0, tmp_path / "stage5", tmp_path / "stage3/generated_lib",
+                                       tmp_path / "cycle1", settings, llm)
+        assert state["cycle"] == 1 and state["decision"] in ("max_extension_cycles", "no_failures")
+        assert server.request_count() >= 5 + 1 + 1 + 4
+        assert "sk-libgen-test" not in (tmp_path / "stage1/stage1_summary.json").read_text()
+    finally:
+        server.stop()

@@ -419,3 +419,11 @@ def test_the_pipeline_runs_through_the_openai_backend(tmp_path, monkeypatch):
         assert "sk-libgen-test" not in (tmp_path / "stage1/stage1_summary.json").read_text()
     finally:
         server.stop()
+
+
+def test_an_answer_cut_by_the_length_limit_keeps_its_finished_definitions():
+    cut = "import x\n\ndef a(t):\n    return 1\n\ndef b(t):\n    return [\n        (t,\n"
+    assert prompts.trim_incomplete(cut) == "import x\n\ndef a(t):\n    return 1\n"
+    assert prompts.trim_incomplete("def a(:\n") == "def a(:\n"  # nothing before it to keep
+    assert prompts.extract_code("Here:\n```python\nwith Game():\n    Tile(1, 1).draw('red')\n") == \
+        "with Game():\n    Tile(1, 1).draw('red')\n"  # an unterminated block is still the code

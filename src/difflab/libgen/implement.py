@@ -33,6 +33,7 @@ class ModuleResult:
     error: str = ""
     code: str = ""
     signatures: list = dataclasses.field(default_factory=list)
+    trimmed: bool = False  # the last answer hit the length limit and lost its unfinished end
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -65,9 +66,9 @@ class Implementer:
     def _budget(self) -> int:
         return self.client.context_tokens - self.params.max_new_tokens - 32
 
-    def _ask(self, prompt: str) -> str:
+    def _ask(self, prompt: str):
         messages = [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": prompt}]
-        return self.client.chat([messages], self.params)[0].text
+        return self.client.chat([messages], self.params)[0]
 
     def implement(self, modules: list[Module], package: Path, base: Path | None = None) -> list[ModuleResult]:
         """Write `package` (starting from a copy of the `base` package, if given) with every module that passes."""
@@ -99,9 +100,13 @@ class Implementer:
         result = ModuleResult(module.name, False, 0, signatures=spec)
         for attempt in range(1, self.max_repairs + 2):
             result.attempts = attempt
-            code = prompts.extract_code(answer)
+            code = prompts.extract_code(answer.text)
+            if code is not None and answer.finish_reason == "length":
+                trimmed = prompts.trim_incomplete(code)
+                result.trimmed = trimmed != code
+                code = trimmed
             if code is None:
-                result.error_class, result.error, result.code = "no_code", "the answer holds no python code block", answer
+                result.error_class, result.error, result.code = "no_code", "the answer holds no python code block", answer.text
             else:
                 result.code = code
                 (package / f"{module.name}.py").write_text(code)

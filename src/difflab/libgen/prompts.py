@@ -115,6 +115,30 @@ def extract_code(text: str) -> str | None:
     return None
 
 
+def trim_incomplete(code: str) -> str:
+    """An answer cut off by the length limit, less its unfinished last top-level statement (so the
+    definitions before it still count); unchanged when it parses or no cut makes it parse."""
+    import ast
+
+    try:
+        ast.parse(code)
+        return code
+    except SyntaxError:
+        pass
+    lines = code.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() and not line[0].isspace()]
+    for start in reversed(starts):
+        if start == 0:
+            break
+        candidate = "\n".join(lines[:start]).rstrip() + "\n"
+        try:
+            ast.parse(candidate)
+            return candidate
+        except SyntaxError:
+            continue
+    return code
+
+
 def fit(count_tokens, template: str, budget: int, elastic: str, **parts) -> str:
     """Fill `template`; if it is over `budget` tokens, shorten the part named `elastic` (from its end)
     until it fits. Raises DifflabError when even an empty elastic part does not fit."""

@@ -38,6 +38,8 @@ def validate(client, sandbox, domain, tasks: list[dict], *, system: str, package
                       {"role": "user", "content": prompts.PROGRAM.format(instruction=t["instruction"])}] for t in tasks]
     answers = client.chat(conversations, params)
     codes = [prompts.extract_code(a.text) for a in answers]
+    codes = [prompts.trim_incomplete(c) if c is not None and a.finish_reason == "length" else c
+             for c, a in zip(codes, answers)]
 
     def run(i: int):
         if codes[i] is None:

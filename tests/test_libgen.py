@@ -363,7 +363,7 @@ def test_bad_domain_input_names_the_file_record_and_field(tmp_path):
     del record["instruction"]
     tasks[3] = json.dumps(record)
     (tmp_path / "d/tasks.jsonl").write_text("\n".join(tasks) + "\n")
-    with pytest.raises(DifflabError, match=r"tasks.jsonl: line 4: field 'instruction' is missing"):
+    with pytest.raises(DifflabError, match=r"tasks.jsonl: record 4: missing field 'instruction'"):
         Domain.load(tmp_path / "d").tasks()
 
 

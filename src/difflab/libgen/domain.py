@@ -10,12 +10,12 @@ their own folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import keyword
 from pathlib import Path
 
 import yaml
 
+from difflab import io
 from difflab.errors import DifflabError
 
 REQUIRED = ("name", "description", "foundation", "harness", "tasks", "library_name", "program_kind")
@@ -62,26 +62,17 @@ class Domain:
     def tasks(self, split: str | None = None, limit: int = 0) -> list[dict]:
         """The tasks of `split` (all when None), in file order, the first `limit` (0 = all)."""
         rows, seen = [], set()
-        with open(self.tasks_path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    task = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DifflabError(f"{self.tasks_path}: line {number}: not JSON ({exc.msg})") from None
-                for field in TASK_FIELDS:
-                    if field not in task:
-                        raise DifflabError(f"{self.tasks_path}: line {number}: field '{field}' is missing")
-                if not isinstance(task["instruction"], str) or not task["instruction"].strip():
-                    raise DifflabError(f"{self.tasks_path}: line {number} (id {task['id']}): field 'instruction' is empty")
-                if not isinstance(task["state"], list):
-                    raise DifflabError(f"{self.tasks_path}: line {number} (id {task['id']}): field 'state' is not a list")
-                if task["id"] in seen:
-                    raise DifflabError(f"{self.tasks_path}: line {number}: field 'id': {task['id']!r} appears twice")
-                seen.add(task["id"])
-                if split is None or task["split"] == split:
-                    rows.append(task)
+        for task in io.read_jsonl(self.tasks_path, required=TASK_FIELDS, line_field="_line"):
+            number = task.pop("_line")
+            if not isinstance(task["instruction"], str) or not task["instruction"].strip():
+                raise DifflabError(f"{self.tasks_path}: record {number} (id {task['id']}): field 'instruction' is empty")
+            if not isinstance(task["state"], list):
+                raise DifflabError(f"{self.tasks_path}: record {number} (id {task['id']}): field 'state' is not a list")
+            if task["id"] in seen:
+                raise DifflabError(f"{self.tasks_path}: record {number}: field 'id': {task['id']!r} appears twice")
+            seen.add(task["id"])
+            if split is None or task["split"] == split:
+                rows.append(task)
         if split is not None and not rows:
             raise DifflabError(f"{self.tasks_path}: no task has split {split!r}")
         return rows[:limit] if limit else rows

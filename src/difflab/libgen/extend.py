@@ -3,7 +3,7 @@
 A cycle clusters the previous cycle's failures (TF-IDF over instruction, error class and message,
 KMeans), asks the LLM per cluster for new functions, implements them as one new module on top of the
 previous library (same repair loop as stage 3), regenerates the reference and system prompt, and
-re-validates. `decide` says whether another cycle runs: not past `max_extension_cycles`, failures
+re-validates. `settings.decide` says whether another cycle runs: not past `max_extension_cycles`, failures
 left, and (after the first cycle) the score improved by more than `min_improvement`.
 """
 
@@ -15,7 +15,6 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from difflab.libgen import prompts
 from difflab.libgen.api import Module, parse_proposal
-from difflab.libgen.settings import decide  # noqa: F401  (cycles are decided where the workflow reads them)
 
 
 def cluster_failures(failures: list[dict], n_clusters: int, seed: int = 0) -> list[list[int]]:

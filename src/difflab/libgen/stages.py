@@ -27,7 +27,7 @@ from difflab.errors import DifflabError
 from difflab.libgen import api, extend, hierarchy, implement, prompts, score, validate
 from difflab.libgen.domain import Domain
 from difflab.libgen.sandbox import Sandbox
-from difflab.libgen.settings import experiment_settings  # noqa: F401  (re-exported for the CLI)
+from difflab.libgen.settings import decide
 from difflab.llm import SamplingParams, client_from_config
 
 STAGE_NAMES = {0: "foundation", 1: "discovery", 2: "refinement", 3: "implementation", 4: "documentation",
@@ -360,7 +360,7 @@ def extension_cycle(cycle: int, stage0: str | Path, previous: str | Path, previo
              "clusters": len(clusters), "proposed": len(module.signatures) if module else 0,
              "accepted": bool(results and results[0].accepted)}
     if "max_extension_cycles" in settings:  # the workflow decides on its current config when it reads the state
-        state["decision"] = extend.decide(state, settings)[1]
+        state["decision"] = decide(state, settings)[1]
     io.write_json(out / "cycle.json", state)
     return _summary(out / "summary.json", client, started, "extension", state)
 
@@ -392,7 +392,7 @@ def write_report(root: str | Path, cycles: list[str | Path], out: str | Path, se
     cycle_states = []
     for c in cycles:
         state = io.read_json(Path(c) / "cycle.json")
-        state["decision"] = extend.decide(state, settings)[1]
+        state["decision"] = decide(state, settings)[1]
         cycle_states.append(state)
         rows.append({"step": f"stage 6 cycle {state['cycle']}", **_scores(io.read_json(Path(c) / "validation_report.json"))})
     best = max(rows[1:], key=lambda r: r["score"])

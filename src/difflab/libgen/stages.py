@@ -88,7 +88,7 @@ def stage0_foundation(domain_dir: str | Path, out: str | Path, settings: dict, s
     io.write_json(out / "foundation_api.json", foundation_api)
     io.write_text(out / "foundation_api.md", api.format_api(foundation_api))
     tasks = domain.tasks()
-    checked = []
+    checked, box = [], None
     if settings["check_references"]:
         box = _sandbox(settings, sandbox)
         with concurrent.futures.ThreadPoolExecutor(max_workers=settings["workers"]) as pool:
@@ -109,7 +109,7 @@ def stage0_foundation(domain_dir: str | Path, out: str | Path, settings: dict, s
     return _summary(out / "stage0_summary.json", None, started, "foundation", {
         "domain": domain.describe(), "tasks": len(tasks), "splits": splits,
         "foundation_names": api.api_names(foundation_api), "references_checked": len(checked),
-        "sandbox": _sandbox(settings, sandbox).describe() if settings["check_references"] else None,
+        "sandbox": box.describe() if box is not None else None,
         "reference_mean_loc": score.mean(u["loc"] for u in usability),
         "reference_mean_complexity": score.mean(u["complexity"] for u in usability)})
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from difflab.llm import LLMClient, Request, SamplingParams
+from difflab.llm import LLMClient, SamplingParams
 from difflab.llm.cache import ResponseCache
 from difflab.llm.local import LocalBackend, pick_next_tokens
 from tiny import perturb_weights

@@ -2,7 +2,6 @@
 model, and a proxy in front of it that injects 429/500 and dropped connections. The evidence is the
 server's own request count (its stats file)."""
 
-import os
 
 import pytest
 

@@ -120,3 +120,14 @@ def test_organism_names_resolve_to_their_folders(tiny_config, tiny_model_dir):
     out = models.models_dir(tiny_config).parent / "organisms" / "zebra"
     models.materialize("zebra", {"source": "path", "path": str(tiny_model_dir)}, out)
     assert models.resolve("zebra", tiny_config) == out
+
+
+def test_token_decoder_reads_like_the_transformers_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fast = models.TokenDecoder(tiny_model_dir)  # tokenizer.json through `tokenizers`
+    assert len(fast) == len(auto) == 400
+    ids = list(range(len(auto)))
+    assert [fast.decode([i]) for i in ids] == [auto.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+    assert fast.decode([ids[5], ids[6]]) == auto.decode([ids[5], ids[6]], clean_up_tokenization_spaces=False)

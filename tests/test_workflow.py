@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from servers import KatanServer
-from tiny import build_tiny_model, perturb_weights, raise_token
+from tiny import perturb_weights, raise_token
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -336,6 +336,7 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("default-workflow")  # its own worker under make test (conftest.py)
 def test_default_workflow_end_to_end(tmp_path):
     """README's first command: the embedded defaults, real models, organisms, diffmining, the
     scoreboard, traces and datagen, in a fresh folder (~17 min on 2 cores)."""

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 
-from difflab import io
+from difflab import io, models
 from difflab.diffmining.analysis import Reductions
 from difflab.errors import DifflabError
 
 ORDERING_TYPES = ("top_k_occurring", "fraction_positive_diff", "nmf")
 
 
-def decode_token(tokenizer, token_id: int) -> str:
+def decode_token(decoder: models.TokenDecoder, token_id: int) -> str:
     """A token as readable text: its bytes decoded, so 'Ġoven' reads ' oven' and 'Ċ' a newline."""
-    return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
+    return decoder.decode([int(token_id)])
 
 
 def is_punctuation(text: str) -> bool:
@@ -42,7 +42,7 @@ def normalized(text: str, lowercase: bool) -> str:
     return text.lower() if lowercase else text
 
 
-def make_entries(token_ids: torch.Tensor, values: torch.Tensor, red: Reductions, tokenizer, *, limit: int,
+def make_entries(token_ids: torch.Tensor, values: torch.Tensor, red: Reductions, decoder, *, limit: int,
                  lowercase: bool = True, filter_punctuation: bool = True, consolidate: bool = True) -> list[dict]:
     """Ranked entries (value descending, lower id first on ties), normalized and cut to `limit`."""
     order = sorted(range(len(token_ids)), key=lambda i: (-float(values[i]), int(token_ids[i])))
@@ -51,7 +51,7 @@ def make_entries(token_ids: torch.Tensor, values: torch.Tensor, red: Reductions,
     by_key: dict[str, dict] = {}
     for i in order:
         tid = int(token_ids[i])
-        text = decode_token(tokenizer, tid)
+        text = decode_token(decoder, tid)
         if filter_punctuation and is_punctuation(text):
             continue
         key = normalized(text, lowercase)
@@ -80,26 +80,26 @@ def fraction_positive_diff(red: Reductions) -> tuple[torch.Tensor, torch.Tensor]
     return ids, red.count_positive[ids].double() / red.total_positions
 
 
-def compute_orderings(red: Reductions, tokenizer, ordering_type: str, options: dict, nmf_options: dict | None = None) -> list[dict]:
+def compute_orderings(red: Reductions, decoder, ordering_type: str, options: dict, nmf_options: dict | None = None) -> list[dict]:
     """The orderings of one type for one dataset: [{ordering_id, display_label, tokens, metadata}]."""
     entry_options = dict(limit=options["max_tokens"], lowercase=options["lowercase"],
                          filter_punctuation=options["filter_punctuation"], consolidate=options["consolidate"])
     if ordering_type == "top_k_occurring":
         ids, values = top_k_occurring(red)
         return [{"ordering_id": "global", "display_label": f"Top-{red.k} occurring",
-                 "tokens": make_entries(ids, values, red, tokenizer, **entry_options),
+                 "tokens": make_entries(ids, values, red, decoder, **entry_options),
                  "metadata": {"value": "percent of positions in the top-K positive diffs"}}]
     if ordering_type == "fraction_positive_diff":
         ids, values = fraction_positive_diff(red)
         return [{"ordering_id": "global", "display_label": "Fraction of positions with positive diff",
-                 "tokens": make_entries(ids, values, red, tokenizer, **entry_options),
+                 "tokens": make_entries(ids, values, red, decoder, **entry_options),
                  "metadata": {"value": "share of positions with diff > 0"}}]
     if ordering_type == "nmf":
         from difflab.diffmining import nmf
 
         token_ids, weights, info = nmf.nmf_topics(red, **(nmf_options or {}))
         return [{"ordering_id": f"topic_{t}", "display_label": f"NMF topic {t}",
-                 "tokens": make_entries(token_ids, weights[:, t], red, tokenizer, **entry_options),
+                 "tokens": make_entries(token_ids, weights[:, t], red, decoder, **entry_options),
                  "metadata": {"value": "NMF weight of the token in the topic", **info}}
                 for t in range(weights.shape[1])]
     raise DifflabError(f"unknown ordering type '{ordering_type}' (one of {', '.join(ORDERING_TYPES)})")
@@ -108,11 +108,9 @@ def compute_orderings(red: Reductions, tokenizer, ordering_type: str, options: d
 def write_orderings(reductions_path: str | Path, model_dir: str | Path, out_path: str | Path, *, dataset: str,
                     ordering_type: str, options: dict, nmf_options: dict | None = None) -> list[dict]:
     """Rule diffmining_ordering: one ordering type for one dataset -> orderings.json."""
-    from transformers import AutoTokenizer
-
     red = Reductions.load(reductions_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    orderings = compute_orderings(red, tokenizer, ordering_type, options, nmf_options)
+    decoder = models.TokenDecoder(model_dir)
+    orderings = compute_orderings(red, decoder, ordering_type, options, nmf_options)
     io.write_json(out_path, {"ordering_type": ordering_type, "dataset": dataset, "k": red.k,
                              "total_positions": red.total_positions, "orderings": orderings})
     for o in orderings:
@@ -127,7 +125,7 @@ def read_orderings(path: str | Path) -> dict:
     return data
 
 
-def global_token_stats(red: Reductions, tokenizer, dataset: str, limit: int = 200) -> dict:
+def global_token_stats(red: Reductions, decoder, dataset: str, limit: int = 200) -> dict:
     """{dataset}_global_token_stats.json: totals and the tokens most often in a top-K set."""
     counts = red.topk_pos_counts + red.topk_neg_counts
     ids = torch.argsort(counts, descending=True, stable=True)[:limit]
@@ -138,7 +136,7 @@ def global_token_stats(red: Reductions, tokenizer, dataset: str, limit: int = 20
         "tokens_in_any_topk_positive": int((red.topk_pos_counts > 0).sum()),
         "tokens_in_any_topk_negative": int((red.topk_neg_counts > 0).sum()),
         "mean_abs_avg_logit_diff": float(avg.abs().mean()),
-        "tokens": [{"token_id": int(t), "token_str": decode_token(tokenizer, int(t)),
+        "tokens": [{"token_id": int(t), "token_str": decode_token(decoder, int(t)),
                     "topk_pos_count": int(red.topk_pos_counts[t]), "topk_neg_count": int(red.topk_neg_counts[t]),
                     "count_positive_diff": int(red.count_positive[t]), "avg_logit_diff": float(avg[t])}
                    for t in ids.tolist()],

@@ -31,21 +31,21 @@ def _label(text: str) -> str:
     return repr(text)[1:-1][:24]
 
 
-def occurrence_bar(red: Reductions, tokenizer, path: str | Path, *, title: str, top_n: int = 25) -> None:
+def occurrence_bar(red: Reductions, decoder, path: str | Path, *, title: str, top_n: int = 25) -> None:
     plt = _pyplot()
     ids = torch.argsort(red.topk_pos_counts, descending=True, stable=True)[:top_n]
     ids = ids[red.topk_pos_counts[ids] > 0]
     share = (red.topk_pos_counts[ids].double() / red.total_positions * 100).numpy()
     fig, ax = plt.subplots(figsize=(7, 0.25 * max(len(ids), 4) + 1.2))
     ax.barh(range(len(ids)), share[::-1], color="tab:blue")
-    ax.set_yticks(range(len(ids)), [_label(decode_token(tokenizer, int(t))) for t in ids.flip(0)], fontsize=7)
+    ax.set_yticks(range(len(ids)), [_label(decode_token(decoder, int(t))) for t in ids.flip(0)], fontsize=7)
     ax.set_xlabel(f"% of {red.total_positions} positions in the top-{red.k} positive diffs")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     io.write_figure(path, fig)
 
 
-def positional_density(red: Reductions, tokenizer, path: str | Path, *, title: str, top_n: int = 5) -> None:
+def positional_density(red: Reductions, decoder, path: str | Path, *, title: str, top_n: int = 5) -> None:
     """Histogram (as density lines) of the positions at which each leading token is in the top-K."""
     plt = _pyplot()
     ids = torch.argsort(red.topk_pos_counts, descending=True, stable=True)[:top_n]
@@ -59,7 +59,7 @@ def positional_density(red: Reductions, tokenizer, path: str | Path, *, title: s
     for t in ids.tolist():
         rows = torch.nonzero((red.pos_indices == t).any(1)).flatten()
         hist, _ = np.histogram(positions[rows].numpy(), bins=bins, density=True)
-        ax.step(bins[:-1], hist, where="post", label=_label(decode_token(tokenizer, t)))
+        ax.step(bins[:-1], hist, where="post", label=_label(decode_token(decoder, t)))
     ax.set_xlabel("token position in the sample")
     ax.set_ylabel("density")
     ax.set_title(title, fontsize=9)

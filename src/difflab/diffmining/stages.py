@@ -3,15 +3,9 @@
 
 from __future__ import annotations
 
-from difflab import io
+from difflab import io, models
 from difflab.diffmining import extract, orderings, plots
 from difflab.diffmining.analysis import Reductions
-
-
-def _tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def _extraction_args(section: dict, method: str) -> dict:
@@ -24,7 +18,7 @@ def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, redu
                      stats_out, ratios_out=None) -> None:
     """The reduce rules' outputs: reductions, global token stats, optional per-sample log ratios."""
     red.save(reductions_out)
-    io.write_json(stats_out, orderings.global_token_stats(red, _tokenizer(base_dir), dataset))
+    io.write_json(stats_out, orderings.global_token_stats(red, models.TokenDecoder(base_dir), dataset))
     if ratios_out:
         io.write_json(ratios_out, {"dataset": dataset, "definition": "sum over analysed positions of "
                                    "log p_finetuned(next token) - log p_base(next token)",
@@ -69,9 +63,9 @@ def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, datas
 def dataset_plots(reductions_path, base_dir, occurrence_png, positions_png, *, dataset: str, label: str) -> None:
     """Rule diffmining_plots: occurrence bar chart and positional density of one dataset."""
     red = Reductions.load(reductions_path)
-    tokenizer = _tokenizer(base_dir)
-    plots.occurrence_bar(red, tokenizer, occurrence_png, title=f"{label} - {dataset}: top-{red.k} occurrences")
-    plots.positional_density(red, tokenizer, positions_png, title=f"{label} - {dataset}: where the leading tokens appear")
+    decoder = models.TokenDecoder(base_dir)
+    plots.occurrence_bar(red, decoder, occurrence_png, title=f"{label} - {dataset}: top-{red.k} occurrences")
+    plots.positional_density(red, decoder, positions_png, title=f"{label} - {dataset}: where the leading tokens appear")
 
 
 def run_metadata(reductions: dict[str, str], out_path, *, pair: dict, params: dict) -> dict:

@@ -24,10 +24,10 @@ run: install
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
+	$(PY) -m pytest -m "not slow"
 
 report: install
 	$(VENV)/bin/snakemake --cores $(CORES) --report report.html

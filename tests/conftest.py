@@ -98,22 +98,3 @@ def postgres_url(postgres_server):
     yield admin.rsplit("/", 1)[0] + f"/{name}"
     asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """For `make test` (pytest-xdist: -n 2 --dist loadgroup). Each module is one group, so its module
-    fixtures (a built workflow, a cluster run) are built once on one worker; a test that names its own
-    xdist_group (the default workflow, ~15 min) runs apart and starts first, then the modules with slow
-    tests, so the two workers finish close together. Without xdist only the order changes."""
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-
-    def rank(item):
-        if item.get_closest_marker("xdist_group"):
-            return 0
-        return 1 if item.module.__name__ in slow_modules else 2
-
-    ranks = {item.nodeid: rank(item) for item in items}
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: ranks[item.nodeid])  # stable: a module's tests keep their order

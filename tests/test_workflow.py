@@ -336,7 +336,6 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("default-workflow")  # its own worker under make test (conftest.py)
 def test_default_workflow_end_to_end(tmp_path):
     """README's first command: the embedded defaults, real models, organisms, diffmining, the
     scoreboard, traces and datagen, in a fresh folder (~17 min on 2 cores)."""

@@ -32,9 +32,10 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
    value, so "larger key" is exactly "larger value, then lower id", and the K largest keys (a partition,
    then a sort of K keys) are the exact top-K; the value is read back from the key's bits. Negatives
    are the same on -diff with the negated group minima.
-float16 and bfloat16 rows are decoded to float32 one step (8 slices x CHUNK tokens per row) at a time
-inside the kernel, into a small buffer the step's passes read; no full conversion pass. Rows on other
-devices (CUDA) take the dense torch path (stable sort).
+float16 and bfloat16 rows enter the kernel as their int16 / uint16 bit patterns and every read converts
+in register (`_f32`: hardware vcvtph2ps for float16, a shift for bfloat16), so half rows are read at
+half the bytes, with no conversion pass and no buffer. Rows on other devices (CUDA) take the dense
+torch path (stable sort).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from difflab import io
 from difflab.errors import DifflabError
@@ -57,27 +60,45 @@ ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update
 CHUNK = 512  # fine groups per step of the streaming pass: all passes of a step read L1/L2-resident data
 CHUNK_ROWS = 16  # dense (non-CPU) path: rows per statistics step
 _FAST = {"nnan", "nsz"}  # lets max/min/compares vectorize; diffs are finite
-_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # how the kernel decodes a row
+_VIEW = {torch.float32: torch.float32, torch.float16: torch.int16, torch.bfloat16: torch.uint16}  # kernel input (_f32)
 
 
 # --------------------------------------------------------------------------- CPU kernel (numba)
 
 
-@njit(nogil=True, cache=True)
-def _decode_half(src, dst, bfloat):
-    """int16 bit patterns of float16 (or bfloat16) -> float32, vectorizable (no table, no branch)."""
-    bits = dst.view(np.uint32)
-    if bfloat:
-        for i in range(src.shape[0]):
-            bits[i] = (np.uint32(src[i]) & 0xFFFF) << 16
-        return
-    for i in range(src.shape[0]):  # exponent/mantissa moved into float32 place, then rescaled by 2**112
-        bits[i] = (np.uint32(src[i]) & 0x7FFF) << 13
-    for i in range(src.shape[0]):
-        dst[i] *= np.float32(2.0 ** 112)  # also normalises float16 subnormals
-    for i in range(src.shape[0]):
-        special = np.uint32(0x7F800000) if dst[i] >= np.float32(65536.0) else np.uint32(0)  # inf / nan
-        bits[i] = bits[i] | special | ((np.uint32(src[i]) & 0x8000) << 16)
+@intrinsic
+def _f32(typingctx, x):
+    """An element as float32: float32 as is, int16 as float16 bits (fpext: vcvtph2ps on x86, so loops
+    over half rows vectorize with hardware conversion), uint16 as bfloat16 bits (the high half of a
+    float32). Numba has no float16 arithmetic on CPU, so half rows reach the kernel as integer views."""
+    if x == types.float32:
+        return types.float32(x), lambda context, builder, sig, args: args[0]
+    if x == types.int16:
+        def half(context, builder, sig, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        return types.float32(x), half
+    if x == types.uint16:
+        def bfloat(context, builder, sig, args):
+            wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+            return builder.bitcast(wide, ir.FloatType())
+        return types.float32(x), bfloat
+    return None
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """The int32 bit pattern of a float32 (for x > 0 it orders like x)."""
+    if x == types.float32:
+        return types.int32(x), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+    return None
+
+
+@intrinsic
+def _from_bits(typingctx, x):
+    """The float32 whose bit pattern is the int32 x."""
+    if x == types.int32:
+        return types.float32(x), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
+    return None
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -89,8 +110,8 @@ def _extremes8(x, stride, n, fmax, fneg):
     o2, o3, o4, o5, o6, o7 = o1 + o1, o1 * np.uint64(3), o1 * np.uint64(4), o1 * np.uint64(5), o1 * np.uint64(6), o1 * np.uint64(7)
     for i in range(n):
         j = np.uint64(i)
-        a, b, c, d = x[j], x[j + o1], x[j + o2], x[j + o3]
-        e, f, g, h = x[j + o4], x[j + o5], x[j + o6], x[j + o7]
+        a, b, c, d = _f32(x[j]), _f32(x[j + o1]), _f32(x[j + o2]), _f32(x[j + o3])
+        e, f, g, h = _f32(x[j + o4]), _f32(x[j + o5]), _f32(x[j + o6]), _f32(x[j + o7])
         fmax[j] = max(max(max(a, b), max(c, d)), max(max(e, f), max(g, h)))
         fneg[j] = -min(min(min(a, b), min(c, d)), min(min(e, f), min(g, h)))
 
@@ -99,16 +120,17 @@ def _extremes8(x, stride, n, fmax, fneg):
 def _extremes_ragged(x, stride, counts, fmax, fneg):
     """As _extremes8 where fine group j has only counts[j] (< SLICES) elements (the vocabulary's tail)."""
     for j in range(counts.shape[0]):
-        m, p = x[j], x[j]
+        m = p = _f32(x[j])
         for s in range(1, counts[j]):
-            m, p = max(m, x[j + s * stride]), min(p, x[j + s * stride])
+            v = _f32(x[j + s * stride])
+            m, p = max(m, v), min(p, v)
         fmax[j], fneg[j] = m, -p
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _accumulate4(x0, x1, x2, x3, sums, counts):
     for i in range(x0.shape[0]):
-        a, b, c, d = x0[i], x1[i], x2[i], x3[i]
+        a, b, c, d = _f32(x0[i]), _f32(x1[i]), _f32(x2[i]), _f32(x3[i])
         sums[i] += (np.float64(a) + np.float64(b)) + (np.float64(c) + np.float64(d))
         counts[i] += (np.int32(a > 0) + np.int32(b > 0)) + (np.int32(c > 0) + np.int32(d > 0))
 
@@ -116,8 +138,9 @@ def _accumulate4(x0, x1, x2, x3, sums, counts):
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _accumulate1(x, sums, counts):
     for i in range(x.shape[0]):
-        sums[i] += np.float64(x[i])
-        counts[i] += np.int32(x[i] > 0)
+        v = _f32(x[i])
+        sums[i] += np.float64(v)
+        counts[i] += np.int32(v > 0)
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -132,31 +155,15 @@ def _coarse(fine, coarse):
 
 
 @njit(nogil=True, cache=True)
-def _group_values(row32, row16, kind, g, n_fine, vocab, half, out):
-    """float32 values of fine group g (tokens g, g + n_fine, ...) into out; returns how many."""
-    n = 0
-    for i in range(g, vocab, n_fine):
-        if kind == 0:
-            out[n] = row32[i]
-        else:
-            half[n] = row16[i]
-        n += 1
-    if kind != 0:
-        _decode_half(half[:n], out[:n], kind == 2)
-    return n
-
-
-@njit(nogil=True, cache=True)
-def _select(row32, row16, kind, fine, coarse, sign, k, scratch, out_i, out_v, guess):
+def _select(row, fine, coarse, sign, k, scratch, out_i, out_v, guess):
     """Exact top-k of sign * row among values > 0, given the fine and coarse group maxima of sign * row.
 
     Any threshold t that at least k coarse maxima reach is exact (module doc); the previous row's
     threshold (guess[0]) is reused while it keeps between k and 2k + 8 coarse groups, else the k-th
     largest coarse maximum is found. Only fine groups whose maximum reaches t are read.
     """
-    keys, groups, values, half, value_bits = scratch
+    keys, groups = scratch
     n_fine, n_coarse = fine.shape[0], coarse.shape[0]
-    vocab = row32.shape[0] if kind == 0 else row16.shape[0]
     t = -np.inf
     if k < n_coarse:
         t = guess[0]
@@ -172,37 +179,44 @@ def _select(row32, row16, kind, fine, coarse, sign, k, scratch, out_i, out_v, gu
             for g in range(c, n_fine, n_coarse):
                 groups[n_groups] = g
                 n_groups += fine[g] >= t and fine[g] > 0  # branch-free: no mispredicts waiting on loads
-    bits = values.view(np.int32)
+    vocab = row.shape[0]
+    full = vocab - (SLICES - 1) * n_fine  # fine groups below it hold all SLICES tokens
     n = 0
-    for g in groups[:n_groups]:
-        m = _group_values(row32, row16, kind, g, n_fine, vocab, half, values)
-        for s in range(m):  # branch-free append: |x| bits order like |x|; ties go to the lower id
-            keys[n] = (np.int64(bits[s] & 0x7FFFFFFF) << 32) | (np.int64(0xFFFFFFFF) - (g + s * n_fine))
-            v = sign * values[s]
-            n += v >= t and v > 0
+    for q in range(n_groups):  # branch-free append: positive float bits order like the value, ties to the lower id
+        g = groups[q]
+        if g < full:
+            for s in range(SLICES):  # constant trip count: unrolled, the loads overlap
+                token = g + s * n_fine
+                v = sign * _f32(row[token])
+                keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
+                n += v >= t and v > 0
+        else:
+            for token in range(g, vocab, n_fine):
+                v = sign * _f32(row[token])
+                keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
+                n += v >= t and v > 0
     found = keys[:n]
     if n > k:
         kth = np.partition(found, n - k)[n - k]
         found = found[found >= kth]  # keys are distinct: exactly k
     found = np.sort(found)[::-1]
-    magnitude = value_bits.view(np.float32)
     for j in range(k):
         if j < found.shape[0]:
             out_i[j] = np.int64(0xFFFFFFFF) - (found[j] & 0xFFFFFFFF)
-            value_bits[0] = found[j] >> 32
-            out_v[j] = sign * magnitude[0]
+            out_v[j] = sign * _from_bits(np.int32(found[j] >> 32))
         else:
             out_i[j] = -1
             out_v[j] = 0.0
 
 
 @njit(nogil=True, cache=True)
-def _reduce_rows(rows32, rows16, kind, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
-    """Stats and top-k for rows row_ids of rows32 (float32) or rows16 (int16 bits, kind 1/2).
+def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
+    """Stats and top-k for rows row_ids of rows: float32, or the int16 (float16) / uint16 (bfloat16)
+    bit patterns of half rows, converted element by element as they are read (_f32).
 
     Adds into sums/counts; writes output row j for input row row_ids[j].
     """
-    vocab = rows32.shape[1] if kind == 0 else rows16.shape[1]
+    vocab = rows.shape[1]
     n_fine = (vocab + SLICES - 1) // SLICES  # fine group g: tokens g + s * n_fine, s < SLICES
     n_coarse = (n_fine + COARSE - 1) // COARSE  # coarse group c: fine groups c + m * n_coarse, m < COARSE
     full = max(vocab - (SLICES - 1) * n_fine, 0)  # fine groups below `full` have all SLICES elements
@@ -213,64 +227,47 @@ def _reduce_rows(rows32, rows16, kind, row_ids, k, sums, counts, pos_i, pos_v, n
     fneg = np.empty((ROWS, n_fine), np.float32)
     cmax = np.empty(n_coarse, np.float32)
     cneg = np.empty(n_coarse, np.float32)
-    scratch = (np.empty(vocab, np.int64), np.empty(n_fine, np.int32), np.empty(SLICES, np.float32),
-               np.empty(SLICES, np.int16), np.empty(1, np.int32))  # keys, fine groups, one group, value bits
+    scratch = (np.empty(vocab, np.int64), np.empty(n_fine, np.int32))  # candidate keys, fine groups
     guesses = np.full(2, np.inf, np.float32)  # last thresholds used for positives / negatives
     chunk = min(CHUNK, n_fine)
-    decoded = np.empty((ROWS, SLICES * chunk), np.float32)  # half rows: one step's slices, decoded
     for first in range(0, row_ids.shape[0], ROWS):
         n = min(ROWS, row_ids.shape[0] - first)
         for lo in range(0, n_fine, chunk):  # one step: fine groups lo..hi, all their slices
             hi = min(lo + chunk, n_fine)
-            xs = []
             for r in range(n):
-                if kind == 0:
-                    x, stride = rows32[row_ids[first + r]][lo:], n_fine
-                else:
-                    x, stride = decoded[r], chunk
-                    src = rows16[row_ids[first + r]]
-                    for s in range(SLICES):
-                        a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
-                        if b > a:
-                            _decode_half(src[a:b], x[s * chunk:s * chunk + b - a], kind == 2)
-                xs.append(x)
+                x = rows[row_ids[first + r]][lo:]
                 top = min(hi, full)
                 if top > lo:
-                    _extremes8(x, stride, top - lo, fmax[r, lo:top], fneg[r, lo:top])
+                    _extremes8(x, n_fine, top - lo, fmax[r, lo:top], fneg[r, lo:top])
                 if hi > max(lo, full):
                     skip = max(lo, full) - lo
-                    _extremes_ragged(x[skip:], stride, ragged[skip + lo - full:hi - full],
+                    _extremes_ragged(x[skip:], n_fine, ragged[skip + lo - full:hi - full],
                                      fmax[r, lo + skip:hi], fneg[r, lo + skip:hi])
             for s in range(SLICES):
                 a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
                 if b <= a:
                     break
-                o = s * (n_fine if kind == 0 else chunk)
                 if n == ROWS:
-                    _accumulate4(xs[0][o:o + b - a], xs[1][o:o + b - a], xs[2][o:o + b - a], xs[3][o:o + b - a],
-                                 sums[a:b], counts[a:b])
+                    _accumulate4(rows[row_ids[first]][a:b], rows[row_ids[first + 1]][a:b],
+                                 rows[row_ids[first + 2]][a:b], rows[row_ids[first + 3]][a:b], sums[a:b], counts[a:b])
                 else:
                     for r in range(n):
-                        _accumulate1(xs[r][o:o + b - a], sums[a:b], counts[a:b])
+                        _accumulate1(rows[row_ids[first + r]][a:b], sums[a:b], counts[a:b])
         for r in range(n):
             j = first + r
-            row32 = rows32[row_ids[j] if kind == 0 else 0]  # the other one is a 1 x 1 placeholder
-            row16 = rows16[row_ids[j] if kind != 0 else 0]
             _coarse(fmax[r], cmax)
             _coarse(fneg[r], cneg)
-            _select(row32, row16, kind, fmax[r], cmax, np.float32(1.0), k, scratch, pos_i[j], pos_v[j], guesses[0:1])
-            _select(row32, row16, kind, fneg[r], cneg, np.float32(-1.0), k, scratch, neg_i[j], neg_v[j], guesses[1:2])
+            _select(rows[row_ids[j]], fmax[r], cmax, np.float32(1.0), k, scratch, pos_i[j], pos_v[j], guesses[0:1])
+            _select(rows[row_ids[j]], fneg[r], cneg, np.float32(-1.0), k, scratch, neg_i[j], neg_v[j], guesses[1:2])
 
 
 def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | None = None):
     """Run the kernel on rows[row_ids] over `threads` threads: (sums f64, counts i64, pi, pv, ni, nv)."""
     vocab = rows.shape[1]
-    kind = _KIND.get(rows.dtype)
-    if kind is None:
-        rows, kind = rows.float(), 0
-    rows = rows.contiguous()
-    rows32 = rows.numpy() if kind == 0 else np.zeros((1, 1), np.float32)
-    rows16 = rows.view(torch.int16).numpy() if kind else np.zeros((1, 1), np.int16)
+    view = _VIEW.get(rows.dtype)
+    if view is None:
+        rows, view = rows.float(), torch.float32
+    array = rows.contiguous().view(view).numpy()
     n = len(row_ids)
     out = (np.empty((n, k), np.int32), np.empty((n, k), np.float32), np.empty((n, k), np.int32),
            np.empty((n, k), np.float32))
@@ -280,7 +277,7 @@ def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | 
     def work(t):
         lo, hi = bounds[t], bounds[t + 1]
         sums, counts = np.zeros(vocab), np.zeros(vocab, np.int32)
-        _reduce_rows(rows32, rows16, kind, row_ids[lo:hi], k, sums, counts, *(o[lo:hi] for o in out))
+        _reduce_rows(array, row_ids[lo:hi], k, sums, counts, *(o[lo:hi] for o in out))
         return sums, counts
 
     if threads == 1:

@@ -2,7 +2,6 @@
 checks, validation statistics, prefilled generation, and the workflow's iterations on the tiny pair."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -198,8 +197,9 @@ EXHAUSTIVE_RUN = "results/active/tiny/zebra/exhaustive/k3_n16_t8_temp1.0_seed0"
 
 @pytest.fixture(scope="module")
 def active_built(tmp_path_factory, tiny_model_dir):
+    # No copy of resources/active: the rules resolve the prompt sets against the repository, so the
+    # run works from any working directory (the sampling step once read them relative to it).
     workdir = write_tiny_workdir(tmp_path_factory.mktemp("active"), tiny_model_dir)
-    shutil.copytree(REPO / "resources" / "active", workdir / "resources" / "active")
     snakemake(workdir, "--cores", "2", f"{ACTIVE_RUN}/report.json", f"{EXHAUSTIVE_RUN}/report.json")
     return workdir
 

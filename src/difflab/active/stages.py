@@ -44,12 +44,14 @@ def _read_texts(paths) -> list[dict]:
 
 
 def sample(iteration: int, out_texts: str, *, base: str, finetuned: str, config: dict, section: dict, mode: str,
-           previous_state: str | None = None, previous_assignments: str | None = None,
+           prompt_file: str | None = None, previous_state: str | None = None, previous_assignments: str | None = None,
            previous_texts: list[str] = ()) -> None:
+    """prompt_file: the initial prompt set as the rule's input resolves it (section["prompts"] is relative
+    to the repository, not to the working directory)."""
     start = time.perf_counter()
     if iteration == 0:
         n = section["exhaustive_samples"] if mode == "exhaustive" else section["initial_samples"]
-        prompts = sampler.initial_prompts(section["prompts"] or None, section["categories"], section["topics"],
+        prompts = sampler.initial_prompts(prompt_file, section["categories"], section["topics"],
                                           n, section["seed"])
     else:
         state = io.read_json(previous_state)

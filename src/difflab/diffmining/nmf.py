@@ -26,7 +26,7 @@ def beta_divergence(v: torch.Tensor, wh: torch.Tensor, beta: float, eps: float =
 
 
 def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_weight: float = 0.0, seed: int = 0,
-            max_iter: int = 500, tol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, dict]:
+            max_iter: int = 500, tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(W [columns, topics], H [rows, topics], info) for a non-negative matrix ~ H W^T."""
     from torchnmf.nmf import NMF
     from torchnmf.trainer import BetaMu
@@ -62,7 +62,8 @@ def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_
 
 
 def nmf_topics(red: Reductions, *, n_topics: int = 3, beta: float = 2, orthogonal_weight: float = 0.0,
-               mode: str = "binary", max_tokens: int = 2000, seed: int = 0, max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor, dict]:
+               mode: str = "binary", max_tokens: int = 2000, seed: int = 0, max_iter: int = 500,
+               tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(token_ids [n], weights [n, topics], info) from the dataset's top-K positive co-occurrence."""
     present = torch.nonzero(red.topk_pos_counts).flatten()
     if len(present) == 0:
@@ -74,6 +75,7 @@ def nmf_topics(red: Reductions, *, n_topics: int = 3, beta: float = 2, orthogona
     indices = torch.where(kept[red.pos_indices.clamp(min=0).long()] & (red.pos_indices >= 0), red.pos_indices, -1)
     token_ids, cooc = dataclasses.replace(red, pos_indices=indices).cooccurrence(mode)
     dense = torch.from_numpy(cooc.toarray())
-    w, _h, info = fit_nmf(dense, n_topics, beta=beta, orthogonal_weight=orthogonal_weight, seed=seed, max_iter=max_iter)
+    w, _h, info = fit_nmf(dense, n_topics, beta=beta, orthogonal_weight=orthogonal_weight, seed=seed, max_iter=max_iter,
+                         tol=tol)
     info = {**info, "mode": mode, "n_tokens": int(len(token_ids)), "n_topics": n_topics}
     return torch.as_tensor(token_ids), w, info

@@ -52,7 +52,7 @@ def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dat
 def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, dataset: str, ordering_type: str,
              token_options: dict, nmf_options: dict, seed: int, label: str) -> None:
     """Rule diffmining_ordering: orderings.json and its two figures."""
-    nmf_args = {k: nmf_options[k] for k in ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter")}
+    nmf_args = {k: nmf_options[k] for k in ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter", "tol")}
     orderings.write_orderings(reductions_path, base_dir, out_json, dataset=dataset, ordering_type=ordering_type,
                               options=token_options, nmf_options={**nmf_args, "seed": seed})
     data = orderings.read_orderings(out_json)

@@ -205,7 +205,7 @@ def load(
 
 class TokenDecoder:
     """Token ids -> text for a model folder, for the stages that only read token strings (orderings,
-    plots, the scoreboard): the fast tokenizer in tokenizer.json through `tokenizers` (0.08 s, and no
+    plots, token stats): the fast tokenizer in tokenizer.json through `tokenizers` (0.08 s, and no
     transformers import, ~2 s a job), or transformers' AutoTokenizer where a folder has no such file.
     decode() matches AutoTokenizer's decode(ids, clean_up_tokenization_spaces=False)."""
 

@@ -180,21 +180,12 @@ def _select(row, fine, coarse, sign, k, scratch, out_i, out_v, guess):
                 groups[n_groups] = g
                 n_groups += fine[g] >= t and fine[g] > 0  # branch-free: no mispredicts waiting on loads
     vocab = row.shape[0]
-    full = vocab - (SLICES - 1) * n_fine  # fine groups below it hold all SLICES tokens
     n = 0
-    for q in range(n_groups):  # branch-free append: positive float bits order like the value, ties to the lower id
-        g = groups[q]
-        if g < full:
-            for s in range(SLICES):  # constant trip count: unrolled, the loads overlap
-                token = g + s * n_fine
-                v = sign * _f32(row[token])
-                keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
-                n += v >= t and v > 0
-        else:
-            for token in range(g, vocab, n_fine):
-                v = sign * _f32(row[token])
-                keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
-                n += v >= t and v > 0
+    for q in range(n_groups):
+        for token in range(groups[q], vocab, n_fine):  # branch-free append: positive float bits order like
+            v = sign * _f32(row[token])                 # the value; the id part sends ties to the lower id
+            keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
+            n += v >= t and v > 0
     found = keys[:n]
     if n > k:
         kth = np.partition(found, n - k)[n - k]
@@ -257,8 +248,9 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
             j = first + r
             _coarse(fmax[r], cmax)
             _coarse(fneg[r], cneg)
-            _select(rows[row_ids[j]], fmax[r], cmax, np.float32(1.0), k, scratch, pos_i[j], pos_v[j], guesses[0:1])
-            _select(rows[row_ids[j]], fneg[r], cneg, np.float32(-1.0), k, scratch, neg_i[j], neg_v[j], guesses[1:2])
+            row = rows[row_ids[j]]
+            _select(row, fmax[r], cmax, np.float32(1.0), k, scratch, pos_i[j], pos_v[j], guesses[0:1])
+            _select(row, fneg[r], cneg, np.float32(-1.0), k, scratch, neg_i[j], neg_v[j], guesses[1:2])
 
 
 def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | None = None):

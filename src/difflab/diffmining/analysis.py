@@ -19,19 +19,23 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
    group" g is {g, g + G, ..., g + 7G} (one token per slice). The pass walks steps of CHUNK fine groups;
    per step and row one vectorized loop reads the 8 slices and stores each fine group's maximum and
    minimum once (no read-modify-write of an extrema array), and the per-token sum and positive count
-   are added for four rows at a time (the float64 accumulator is touched once per four rows) while the
+   are added for four rows at a time (summed in float32, the float64 accumulator touched once) while the
    step's data is still in cache. Coarse group c is the fine groups {c, c + C, c + 2C, c + 3C}, C =
    ceil(G / 4) (32 tokens); its maximum is the max of those four fine maxima.
-2. Threshold. Let t be the K-th largest coarse maximum (or the previous row's t while between K and
-   2K + 8 coarse maxima reach it). K coarse groups each hold an element >= t, so the row has at least K
-   elements >= t, hence every top-K element (and every element tying with the K-th one) is >= t and
-   lies in a fine group whose maximum is >= t (inside a coarse group whose maximum is >= t).
-3. Candidates: the elements >= t (and > 0) of those fine groups, usually a little more than K; only
-   8 tokens are read per such group (branch-free, so the loads overlap). Each becomes the int64 key
-   (bits of |value| << 32) | (2**32 - 1 - token id): for positive floats the bit pattern orders like the
-   value, so "larger key" is exactly "larger value, then lower id", and the K largest keys (a partition,
-   then a sort of K keys) are the exact top-K; the value is read back from the key's bits. Negatives
-   are the same on -diff with the negated group minima.
+2. Candidates during the pass. Each row and sign has a guess t > 0 (the value of the previous row's
+   mu-th largest element, mu = k + 3 sqrt(k) + 8). Right after a step's maxima are computed, while
+   its data is in cache, the step's coarse maxima (coarse group: 4 fine groups, 32 tokens) that reach
+   t, then their fine groups that reach t, then those groups' elements >= t are appended as keys,
+   all with branch-free lists. Every element >= t is found that way (its fine and coarse group
+   maxima are >= t), so if at least k are found the k largest keys are the exact top-K. Otherwise
+   (too few, or the buffer is full) the row takes a second read: a threshold that at least k coarse
+   maxima reach (from a histogram of their float bits), then the same collection over the row.
+3. Keys: each candidate becomes the int64 (bits of |value| << 32) | (2**32 - 1 - token id): for
+   positive floats the bit pattern orders like the value, so "larger key" is exactly "larger value,
+   then lower id". The candidates (about mu) are sorted by rank counting: a key's rank is the number
+   of larger keys, an all-pairs count that vectorizes and has no branch to mispredict (a comparison
+   sort of 100 random keys is bound by mispredicts). Negatives are the same on -diff with the
+   negated group minima.
 float16 and bfloat16 rows enter the kernel as their int16 / uint16 bit patterns and every read converts
 in register (`_f32`: hardware vcvtph2ps for float16, a shift for bfloat16), so half rows are read at
 half the bytes, with no conversion pass and no buffer. Rows on other devices (CUDA) take the dense
@@ -56,9 +60,12 @@ from difflab.errors import DifflabError
 
 SLICES = 8  # a fine group holds one token of each slice: 8 elements (8 cache lines) to scan per selected group
 COARSE = 4  # fine groups per coarse group (32 elements): the threshold is taken over coarse maxima
-ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update per 4 rows)
-CHUNK = 512  # fine groups per step of the streaming pass: all passes of a step read L1/L2-resident data
+ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update per 4 rows, summed in float32)
+CHUNK = 1024  # fine groups per step of the streaming pass: all passes of a step read L1/L2-resident data
 CHUNK_ROWS = 16  # dense (non-CPU) path: rows per statistics step
+TINY = np.float32(1e-45)  # the least positive float32: 'v >= TINY' is 'v > 0'
+RANK_MAX = 512  # candidate sets up to this size are sorted by all-pairs rank counting
+HIST_BITS = 4  # histogram bins per octave of the coarse maxima (thresholds of a failed guess)
 _FAST = {"nnan", "nsz"}  # lets max/min/compares vectorize; diffs are finite
 _VIEW = {torch.float32: torch.float32, torch.float16: torch.int16, torch.bfloat16: torch.uint16}  # kernel input (_f32)
 
@@ -155,49 +162,116 @@ def _coarse(fine, coarse):
 
 
 @njit(nogil=True, cache=True)
-def _select(row, fine, coarse, sign, k, scratch, out_i, out_v, guess):
-    """Exact top-k of sign * row among values > 0, given the fine and coarse group maxima of sign * row.
+def _thresholds(fine, coarse, k, hist):
+    """(t1, t2): thresholds that at least k (t1) and 2k (t2) coarse maxima reach, from a histogram of
+    the coarse maxima's float bits (HIST_BITS per octave below the largest); 0 where fewer are > 0."""
+    _coarse(fine, coarse)
+    top = np.int32(0)
+    for c in range(coarse.shape[0]):
+        top = max(top, _bits(coarse[c]))
+    hist[:] = 0
+    for c in range(coarse.shape[0]):
+        if coarse[c] > 0:
+            hist[min((top - _bits(coarse[c])) >> (23 - HIST_BITS), hist.shape[0] - 1)] += 1
+    t1 = t2 = np.float32(0.0)
+    total = 0
+    width = np.int32(1) << (23 - HIST_BITS)
+    for b in range(hist.shape[0] - 1):  # bin b: bits in (top - (b + 1) * width, top - b * width]
+        total += hist[b]
+        low = np.int32(top - (b + 1) * width + 1)
+        edge = _from_bits(low) if low > 0 else np.float32(0.0)
+        if total >= k and t1 == 0:
+            t1 = edge
+        if total >= 2 * k:
+            t2 = edge
+            break
+    return t1, t2
 
-    Any threshold t that at least k coarse maxima reach is exact (module doc); the previous row's
-    threshold (guess[0]) is reused while it keeps between k and 2k + 8 coarse groups, else the k-th
-    largest coarse maximum is found. Only fine groups whose maximum reaches t are read.
-    """
-    keys, groups = scratch
+
+@njit(nogil=True, cache=True)
+def _collect(row, fine, coarse, lo, sign, t, keys, n, groups):
+    """Append to keys[n:] the keys of sign * row's elements >= t (t > 0) in fine groups lo + g,
+    g < len(fine), given those groups' maxima (fine) and the maxima coarse[c] of the fine groups
+    {c, c + C, c + 2C, ...} (C = len(coarse)). Branch-free lists: no mispredicts waiting on loads.
+    Returns the new count, clamped so that keys never overflows (a full buffer fails the guess)."""
     n_fine, n_coarse = fine.shape[0], coarse.shape[0]
-    t = -np.inf
-    if k < n_coarse:
-        t = guess[0]
-        reached = 0
-        for c in range(n_coarse):
-            reached += coarse[c] >= t
-        if reached < k or reached > 2 * k + 8:
-            t = np.partition(coarse, n_coarse - k)[n_coarse - k]
-            guess[0] = t
+    stride, vocab, cap = (row.shape[0] + SLICES - 1) // SLICES, row.shape[0], keys.shape[0] - SLICES
     n_groups = 0
     for c in range(n_coarse):
-        if coarse[c] >= t and coarse[c] > 0:
-            for g in range(c, n_fine, n_coarse):
-                groups[n_groups] = g
-                n_groups += fine[g] >= t and fine[g] > 0  # branch-free: no mispredicts waiting on loads
-    vocab = row.shape[0]
-    n = 0
-    for q in range(n_groups):
-        for token in range(groups[q], vocab, n_fine):  # branch-free append: positive float bits order like
-            v = sign * _f32(row[token])                 # the value; the id part sends ties to the lower id
+        groups[n_groups] = c
+        n_groups += coarse[c] >= t
+    n_reached, n_groups = n_groups, 0
+    for q in range(n_reached):
+        for g in range(groups[q], n_fine, n_coarse):
+            groups[n_reached + n_groups] = g
+            n_groups += fine[g] >= t
+    full = vocab - (SLICES - 1) * stride  # groups below this have all SLICES elements
+    for q in range(n_reached, n_reached + n_groups):
+        first = lo + groups[q]
+        count = SLICES if first < full else (vocab - first + stride - 1) // stride
+        for s in range(count):  # positive float bits order like the value; the id part sends ties
+            token = first + s * stride  # to the lower id
+            v = sign * _f32(row[token])
             keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
-            n += v >= t and v > 0
-    found = keys[:n]
-    if n > k:
-        kth = np.partition(found, n - k)[n - k]
-        found = found[found >= kth]  # keys are distinct: exactly k
-    found = np.sort(found)[::-1]
+            n += v >= t
+        n = min(n, cap)
+    return n
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _chunk_coarse(fine, coarse):
+    """coarse[c] = max of fine[c + m * len(coarse)], m < COARSE (those that exist)."""
+    n = coarse.shape[0]
+    if fine.shape[0] != COARSE * n:
+        _coarse(fine, coarse)
+        return
+    for c in range(n):
+        coarse[c] = max(max(fine[c], fine[c + n]), max(fine[c + 2 * n], fine[c + 3 * n]))
+
+
+@njit(nogil=True, cache=True)
+def _top(keys, n, k, mu, sign, out_i, out_v, order):
+    """The k largest of keys[:n] (fewer: index -1, value 0) into out_i / out_v, best first; returns
+    the value of the mu-th largest (0 if n < mu), the next row's guess. Keys are distinct, so a key's
+    rank is the number of larger keys: an all-pairs count (vectorized, no branches) sorts them."""
+    if n > RANK_MAX and n > mu:  # a rare large set (a low guess, a second read): its mu largest
+        kth = np.partition(keys[:n], n - mu)[n - mu]
+        m = 0
+        for i in range(n):
+            keys[m] = keys[i]
+            m += keys[i] >= kth
+        n = m
+    if n > RANK_MAX:  # k > RANK_MAX
+        order[:n] = np.sort(keys[:n])[::-1]
+    else:
+        for i in range(n):
+            key, rank = keys[i], 0
+            for j in range(n):
+                rank += keys[j] > key
+            order[rank] = key
     for j in range(k):
-        if j < found.shape[0]:
-            out_i[j] = np.int64(0xFFFFFFFF) - (found[j] & 0xFFFFFFFF)
-            out_v[j] = sign * _from_bits(np.int32(found[j] >> 32))
+        if j < n:
+            out_i[j] = np.int64(0xFFFFFFFF) - (order[j] & 0xFFFFFFFF)
+            out_v[j] = sign * _from_bits(np.int32(order[j] >> 32))
         else:
             out_i[j] = -1
             out_v[j] = 0.0
+    return _from_bits(np.int32(order[mu - 1] >> 32)) if n >= mu else np.float32(0.0)
+
+
+@njit(nogil=True, cache=True)
+def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, groups, out_i, out_v):
+    """Top-k of one row and sign from the n keys collected with threshold guess[0] during the pass if
+    that guess was good (at least k, and the buffer not full), else from a threshold taken from the
+    coarse maxima and a second read of the groups that reach it. Sets the next row's guess."""
+    if guess[0] > 0 and k <= n < keys.shape[0] - SLICES:
+        g = _top(keys, n, k, mu, sign, out_i, out_v, order)
+        guess[0] = g if g > 0 else _thresholds(fine, coarse, k, hist)[1]
+        return
+    t, t2 = _thresholds(fine, coarse, k, hist)
+    n = _collect(row, fine, coarse, 0, sign, max(t, TINY), spare, 0, groups)
+    g = _top(spare, n, k, mu, sign, out_i, out_v, order)
+    guess[0] = g if g > 0 else t2
 
 
 @njit(nogil=True, cache=True)
@@ -216,17 +290,26 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
         ragged[g - full] = (vocab - g + n_fine - 1) // n_fine
     fmax = np.empty((ROWS, n_fine), np.float32)
     fneg = np.empty((ROWS, n_fine), np.float32)
-    cmax = np.empty(n_coarse, np.float32)
-    cneg = np.empty(n_coarse, np.float32)
-    scratch = (np.empty(vocab, np.int64), np.empty(n_fine, np.int32))  # candidate keys, fine groups
-    guesses = np.full(2, np.inf, np.float32)  # last thresholds used for positives / negatives
+    coarse = np.empty(n_coarse, np.float32)
+    hist = np.empty(256, np.int32)
+    mu = k + 3 * int(np.sqrt(k)) + 8  # guesses aim at this many candidates (a margin over k)
+    keys = np.empty((ROWS, 2, max(RANK_MAX, 2 * mu) + SLICES), np.int64)  # keys collected during the pass
+    order = np.empty(vocab + SLICES, np.int64)
+    groups = np.empty(2 * n_fine + 1, np.int64)
+    ccoarse = np.empty((2, (min(CHUNK, n_fine) + COARSE - 1) // COARSE), np.float32)
+    found = np.zeros((ROWS, 2), np.int64)
+    spare = np.empty(vocab + SLICES, np.int64)  # keys of a second read (a failed guess)
+    guesses = np.zeros((2, 1), np.float32)  # collection thresholds for positives / negatives (0: none)
     chunk = min(CHUNK, n_fine)
     for first in range(0, row_ids.shape[0], ROWS):
         n = min(ROWS, row_ids.shape[0] - first)
+        found[:] = 0
+        tp, tn = guesses[0, 0], guesses[1, 0]
         for lo in range(0, n_fine, chunk):  # one step: fine groups lo..hi, all their slices
             hi = min(lo + chunk, n_fine)
             for r in range(n):
-                x = rows[row_ids[first + r]][lo:]
+                row = rows[row_ids[first + r]]
+                x = row[lo:]
                 top = min(hi, full)
                 if top > lo:
                     _extremes8(x, n_fine, top - lo, fmax[r, lo:top], fneg[r, lo:top])
@@ -234,6 +317,15 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
                     skip = max(lo, full) - lo
                     _extremes_ragged(x[skip:], n_fine, ragged[skip + lo - full:hi - full],
                                      fmax[r, lo + skip:hi], fneg[r, lo + skip:hi])
+                m = (hi - lo + COARSE - 1) // COARSE
+                if tp > 0:
+                    _chunk_coarse(fmax[r, lo:hi], ccoarse[0, :m])
+                    found[r, 0] = _collect(row, fmax[r, lo:hi], ccoarse[0, :m], lo, np.float32(1.0), tp,
+                                           keys[r, 0], found[r, 0], groups)
+                if tn > 0:
+                    _chunk_coarse(fneg[r, lo:hi], ccoarse[1, :m])
+                    found[r, 1] = _collect(row, fneg[r, lo:hi], ccoarse[1, :m], lo, np.float32(-1.0), tn,
+                                           keys[r, 1], found[r, 1], groups)
             for s in range(SLICES):
                 a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
                 if b <= a:
@@ -246,11 +338,11 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
                         _accumulate1(rows[row_ids[first + r]][a:b], sums[a:b], counts[a:b])
         for r in range(n):
             j = first + r
-            _coarse(fmax[r], cmax)
-            _coarse(fneg[r], cneg)
             row = rows[row_ids[j]]
-            _select(row, fmax[r], cmax, np.float32(1.0), k, scratch, pos_i[j], pos_v[j], guesses[0:1])
-            _select(row, fneg[r], cneg, np.float32(-1.0), k, scratch, neg_i[j], neg_v[j], guesses[1:2])
+            _finish(row, fmax[r], coarse, np.float32(1.0), k, mu, keys[r, 0], found[r, 0] if tp > 0 else 0,
+                    spare, guesses[0], hist, order, groups, pos_i[j], pos_v[j])
+            _finish(row, fneg[r], coarse, np.float32(-1.0), k, mu, keys[r, 1], found[r, 1] if tn > 0 else 0,
+                    spare, guesses[1], hist, order, groups, neg_i[j], neg_v[j])
 
 
 def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | None = None):

@@ -19,8 +19,8 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
    group" g is {g, g + G, ..., g + 7G} (one token per slice). The pass walks steps of CHUNK fine groups;
    per step and row one vectorized loop reads the 8 slices and stores each fine group's maximum and
    minimum once (no read-modify-write of an extrema array), and the per-token sum and positive count
-   are added for four rows at a time (summed in float32, the float64 accumulator touched once) while the
-   step's data is still in cache. Coarse group c is the fine groups {c, c + C, c + 2C, c + 3C}, C =
+   are added for four rows at a time (each element widened to float64, the accumulator touched once)
+   while the step's data is still in cache. Coarse group c is the fine groups {c, c + C, c + 2C, c + 3C}, C =
    ceil(G / 4) (32 tokens); its maximum is the max of those four fine maxima.
 2. Candidates during the pass. Each row and sign has a guess t > 0 (the value of the previous row's
    mu-th largest element, mu = k + 3 sqrt(k) + 8). Right after a step's maxima are computed, while

@@ -154,9 +154,20 @@ def test_cooccurrence_hand_made():
         red.cooccurrence("cosine")
 
 
-def test_cooccurrence_matches_scipy_product():
+def topic_rows(vocab: int, positions: int = 300) -> torch.Tensor:
+    """Noise plus 40 tokens shifted up at every position: those tokens' co-occurrence rows are dense
+    (the kernel's no-bookkeeping path), the noise tokens' rows sparse."""
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randn(positions, vocab, generator=gen)
+    rows[:, torch.randperm(vocab, generator=gen)[:40]] += 2.5
+    return rows
+
+
+@pytest.mark.parametrize("data", ["tricky", "topic"])
+def test_cooccurrence_matches_scipy_product(data):
+    rows = tricky_rows(3000) if data == "tricky" else topic_rows(3000)
     reducer = DiffReducer(3000, 20)
-    reducer.update_rows(tricky_rows(3000), torch.zeros(24, dtype=torch.int32), torch.arange(24, dtype=torch.int32))
+    reducer.update_rows(rows, torch.zeros(len(rows), dtype=torch.int32), torch.arange(len(rows), dtype=torch.int32))
     red = reducer.result()
     import scipy.sparse as sp
     valid = red.pos_indices >= 0

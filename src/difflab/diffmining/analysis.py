@@ -410,65 +410,77 @@ def uses_cpu_kernel(rows: torch.Tensor, k: int) -> bool:
 
 @njit(nogil=True, cache=True)
 def _incidence_by_token(tokens, n_tokens):
-    """Counting sort of positions by token: (start [n+1], positions) so positions[start[a]:start[a+1]]
-    are the positions (ascending) whose top-K holds token a. tokens [P, K] compact ids, -1 = none."""
-    start = np.zeros(n_tokens + 1, np.int64)
+    """Counting sort of the top-K entries by token: (start [n+1], entries) so entries[start[a]:start[a+1]]
+    are the flat indices p * K + j (ascending) of the slots holding token a. tokens [P, K] compact ids,
+    n_tokens where the slot is empty."""
+    k = tokens.shape[1]
+    start = np.zeros(n_tokens + 2, np.int64)
     for p in range(tokens.shape[0]):
-        for j in range(tokens.shape[1]):
-            if tokens[p, j] >= 0:
-                start[tokens[p, j] + 1] += 1
+        for j in range(k):
+            start[tokens[p, j] + 1] += 1
     for a in range(n_tokens):
         start[a + 1] += start[a]
-    fill = start[:-1].copy()
-    positions = np.empty(start[-1], np.int64)
+    fill = start[:-2].copy()
+    entries = np.empty(start[n_tokens], np.int64)
     for p in range(tokens.shape[0]):
-        for j in range(tokens.shape[1]):
+        for j in range(k):
             a = tokens[p, j]
-            if a >= 0:
-                positions[fill[a]] = p
+            if a < n_tokens:
+                entries[fill[a]] = p * k + j
                 fill[a] += 1
-    return start, positions
+    return start[:-1], entries
 
 
 @njit(nogil=True, cache=True)
-def _cooccurrence_rows(tokens, weights, start, positions, lo, hi, n_tokens):
-    """CSR rows lo..hi of incidence^T @ incidence (a dense accumulator per row, reset after it)."""
-    bound = 0
-    for a in range(lo, hi):
-        bound += min(n_tokens, (start[a + 1] - start[a]) * tokens.shape[1])
+def _cooccurrence_rows(tokens, weights, binary, start, entries, lo, hi, out_indices, out_data, offset):
+    """CSR rows lo..hi of incidence^T @ incidence, written to out_*[offset:]. tokens [P, K] compact ids,
+    n (an accumulator slot nobody reads) where the slot is empty. Gustavson's row-by-row product with a
+    dense accumulator, reset after each row; a row with at least n updates skips tracking which columns
+    it touched and reads the accumulator off in full. Returns the rows' indptr (from 0): its last value
+    is the number of entries written."""
+    n_tokens, k = len(start) - 1, tokens.shape[1]
+    flat_tokens, flat_weights = tokens.reshape(-1), weights.reshape(-1)
     indptr = np.zeros(hi - lo + 1, np.int64)
-    indices = np.empty(bound, np.int32)
-    data = np.empty(bound, np.float64)
-    acc = np.zeros(n_tokens, np.float64)
-    touched = np.empty(n_tokens, np.int32)
-    nnz = 0
+    acc = np.zeros(n_tokens + 1, np.float64)
+    touched = np.empty(n_tokens + 1, np.int32)
+    nnz = offset
     for a in range(lo, hi):
-        n_touched, first, last = 0, n_tokens, -1
-        for q in range(start[a], start[a + 1]):
-            p = positions[q]
-            wa = 0.0
-            for j in range(tokens.shape[1]):
-                if tokens[p, j] == a:
-                    wa = weights[p, j]
-            for j in range(tokens.shape[1]):
-                b = tokens[p, j]
-                if b >= 0:
-                    if acc[b] == 0.0:
-                        touched[n_touched] = b
-                        n_touched += 1
-                        first, last = min(first, b), max(last, b)
-                    acc[b] += wa * weights[p, j]
-        if n_touched * 16 >= last - first:  # dense enough: read the columns off in order
-            for b in range(first, last + 1):
-                if acc[b] != 0.0:
-                    indices[nnz], data[nnz], acc[b] = b, acc[b], 0.0
+        if (start[a + 1] - start[a]) * k >= n_tokens:  # dense row: no bookkeeping in the update loop
+            for q in range(start[a], start[a + 1]):
+                row = entries[q] - entries[q] % k  # the position's first slot
+                if binary:
+                    for e in range(row, row + k):
+                        acc[flat_tokens[e]] += 1.0
+                else:
+                    wa = flat_weights[entries[q]]
+                    for e in range(row, row + k):
+                        acc[flat_tokens[e]] += wa * flat_weights[e]
+            first, last = 0, n_tokens - 1
+        else:
+            n_touched, first, last = 0, n_tokens, -1
+            for q in range(start[a], start[a + 1]):
+                row = entries[q] - entries[q] % k
+                wa = 1.0 if binary else flat_weights[entries[q]]
+                for e in range(row, row + k):
+                    b = flat_tokens[e]
+                    if b < n_tokens:
+                        if acc[b] == 0.0:
+                            touched[n_touched] = b
+                            n_touched += 1
+                            first, last = min(first, b), max(last, b)
+                        acc[b] += wa if binary else wa * flat_weights[e]
+            if n_touched * 16 < last - first:  # sparse row (diffuse top-K sets): first-touch order,
+                for b in touched[:n_touched]:  # sorting would cost more than the product
+                    out_indices[nnz], out_data[nnz], acc[b] = b, acc[b], 0.0
                     nnz += 1
-        else:  # sparse row (diffuse top-K sets): first-touch order, sorting would cost more than the product
-            for b in touched[:n_touched]:
-                indices[nnz], data[nnz], acc[b] = b, acc[b], 0.0
+                indptr[a - lo + 1] = nnz - offset
+                continue
+        for b in range(first, last + 1):  # read the columns off in order
+            if acc[b] != 0.0:
+                out_indices[nnz], out_data[nnz], acc[b] = b, acc[b], 0.0
                 nnz += 1
-        indptr[a - lo + 1] = nnz
-    return indptr, indices[:nnz].copy(), data[:nnz].copy()
+        indptr[a - lo + 1] = nnz - offset
+    return indptr
 
 
 # --------------------------------------------------------------------------- reductions
@@ -545,23 +557,38 @@ class Reductions:
         valid = indices >= 0
         present = np.bincount(indices[valid], minlength=self.vocab_size) > 0
         token_ids = np.flatnonzero(present)
-        compact = np.where(valid, np.cumsum(present)[np.maximum(indices, 0)] - 1, -1)
-        weights = valid.astype(np.float64) if mode == "binary" else np.where(valid, self.pos_values.numpy(), 0.0)
         n = len(token_ids)
-        start, positions = _incidence_by_token(compact, n)
-        # Two threads split the token rows so that each gets about half of the work.
+        compact = np.where(valid, np.cumsum(present, dtype=np.int32)[np.maximum(indices, 0)] - 1, n).astype(np.int32)
+        # float64 weights: each product is exact (a float32 product would round before the sum)
+        weights = valid.astype(np.float64) if mode == "binary" else np.where(valid, self.pos_values.double().numpy(), 0.0)
+        start, entries = _incidence_by_token(compact, n)
+        # One output buffer sized by a bound on each row's entries (a row holds at most n columns and
+        # at most K per position it occurs at); each thread fills its rows' stretch of it, and the
+        # stretches are then closed up. Two threads split the rows so that each gets about half the work.
+        bound = np.concatenate([[0], np.cumsum(np.minimum(n, np.diff(start) * indices.shape[1]))])
         threads = max(1, min(torch.get_num_threads(), n))
         work = np.cumsum(np.diff(start))
         cuts = [0] + [int(np.searchsorted(work, work[-1] * t / threads)) for t in range(1, threads)] + [n] if n else [0, 0]
+        out_indices, out_data = np.empty(bound[-1], np.int32), np.empty(bound[-1], np.float64)
 
         def rows(t):
-            return _cooccurrence_rows(compact, weights, start, positions, cuts[t], cuts[t + 1], n)
+            return _cooccurrence_rows(compact, weights, mode == "binary", start, entries, cuts[t], cuts[t + 1],
+                                      out_indices, out_data, bound[cuts[t]])
 
         with ThreadPoolExecutor(threads) as pool:
             parts = list(pool.map(rows, range(len(cuts) - 1)))
-        indptr = np.concatenate([[0]] + [p[0][1:] + sum(len(q[1]) for q in parts[:i]) for i, p in enumerate(parts)])
-        matrix = sp.csr_matrix((np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts]), indptr),
-                               shape=(n, n))
+        indptr, nnz = [np.zeros(1, np.int64)], 0
+        for t, part in enumerate(parts):
+            written, source = int(part[-1]), int(bound[cuts[t]])
+            if source != nnz:  # move the stretch left, onto the end of the previous one
+                out_indices[nnz:nnz + written] = out_indices[source:source + written]
+                out_data[nnz:nnz + written] = out_data[source:source + written]
+            indptr.append(part[1:] + nnz)
+            nnz += written
+        out_indices, out_data = out_indices[:nnz], out_data[:nnz]
+        if bound[-1] > 2 * nnz:  # do not keep a much larger buffer alive behind the views
+            out_indices, out_data = out_indices.copy(), out_data.copy()
+        matrix = sp.csr_matrix((out_data, out_indices, np.concatenate(indptr)), shape=(n, n))
         return token_ids, matrix
 
 

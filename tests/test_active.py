@@ -202,8 +202,8 @@ def active_built(tmp_path_factory, tiny_model_dir):
     # The shared tiny recipe (12 steps) leaves the zebra phrase in a few texts only, and which noise
     # word then validates depends on the CPU's float rounding; 36 steps make the planted phrase the
     # finetuned model's clear habit, so the test checks the method rather than a lucky sample.
-    recipe = {"steps": 36, "learning_rate": 3.0e-3, "batch_size": 4, "max_seq_len": 64, "min_steps": 36,
-              "warmup_steps": 1}
+    recipe = {**yaml.safe_load((REPO / "config" / "test.yaml").read_text())["organisms"]["recipe"],
+              "steps": 36, "min_steps": 36}
     workdir = write_tiny_workdir(tmp_path_factory.mktemp("active"), tiny_model_dir,
                                  organisms={"recipe": recipe, "build": ["zebra"]})
     snakemake(workdir, "--cores", "2", f"{ACTIVE_RUN}/report.json", f"{EXHAUSTIVE_RUN}/report.json")

@@ -565,9 +565,10 @@ class Reductions:
         # One output buffer sized by a bound on each row's entries (a row holds at most n columns and
         # at most K per position it occurs at); each thread fills its rows' stretch of it, and the
         # stretches are then closed up. Two threads split the rows so that each gets about half the work.
-        bound = np.concatenate([[0], np.cumsum(np.minimum(n, np.diff(start) * indices.shape[1]))])
+        occurrences = np.diff(start)
+        bound = np.concatenate([[0], np.cumsum(np.minimum(n, occurrences * indices.shape[1]))])
         threads = max(1, min(torch.get_num_threads(), n))
-        work = np.cumsum(np.diff(start))
+        work = np.cumsum(occurrences)
         cuts = [0] + [int(np.searchsorted(work, work[-1] * t / threads)) for t in range(1, threads)] + [n] if n else [0, 0]
         out_indices, out_data = np.empty(bound[-1], np.int32), np.empty(bound[-1], np.float64)
 

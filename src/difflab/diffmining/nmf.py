@@ -26,8 +26,10 @@ def beta_divergence(v: torch.Tensor, wh: torch.Tensor, beta: float, eps: float =
 
 
 def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_weight: float = 0.0, seed: int = 0,
-            max_iter: int = 500, tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(W [columns, topics], H [rows, topics], info) for a non-negative matrix ~ H W^T."""
+            max_iter: int = 500, tol: float = 1e-4, column_major: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(W [columns, topics], H [rows, topics], info) for a non-negative matrix ~ H W^T.
+
+    column_major=False keeps torchnmf's own (row-major) factor layout: the same fit, slower on CPU."""
     from torchnmf.nmf import NMF
     from torchnmf.trainer import BetaMu
 
@@ -39,6 +41,11 @@ def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_
     scale = float(matrix.max()) or 1.0
     v = (matrix / scale).float()
     model = NMF(v.shape, rank=n_topics)
+    # Store both factors column-major (same values): each update's products with the tokens x tokens
+    # gradient then run as (rank x n) @ (n x n), which CPU BLAS does 3-10x faster than the
+    # (n x n)^T @ (n x rank) it gets with the default layout (benchmarks/bench_nmf.py).
+    for factor in (model.W, model.H) if column_major else ():
+        factor.data = factor.data.t().contiguous().t()
     optimizer = BetaMu(model.parameters(), beta=beta, orthogonal=orthogonal_weight)
 
     def closure():

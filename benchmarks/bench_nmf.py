@@ -12,7 +12,6 @@ The ordering rule runs on 1 thread, hence the default.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_diffmining_core import VOCAB, make_diffs  # noqa: E402
 from difflab.diffmining.analysis import DiffReducer  # noqa: E402
-from difflab.diffmining.nmf import fit_nmf  # noqa: E402
+from difflab.diffmining.nmf import fit_nmf, topic_matrix  # noqa: E402
 
 
 def main() -> None:
@@ -38,14 +37,8 @@ def main() -> None:
     reducer = DiffReducer(VOCAB, 20)
     n = args.positions
     reducer.update_rows(diffs, torch.zeros(n, dtype=torch.int32), torch.arange(n, dtype=torch.int32))
-    red = reducer.result()
-    present = torch.nonzero(red.topk_pos_counts).flatten()
-    kept = torch.zeros(VOCAB, dtype=torch.bool)
-    kept[present[torch.argsort(red.topk_pos_counts[present], descending=True, stable=True)[:args.tokens]]] = True
-    indices = torch.where(kept[red.pos_indices.clamp(min=0).long()] & (red.pos_indices >= 0), red.pos_indices, -1)
-    _ids, cooc = dataclasses.replace(red, pos_indices=indices).cooccurrence("binary")
-    dense = torch.from_numpy(cooc.toarray())
-    print(f"co-occurrence {dense.shape[0]} x {dense.shape[1]}, {cooc.nnz:,} non-zeros, 3 topics, {args.threads} thread(s)")
+    _ids, dense = topic_matrix(reducer.result(), "binary", args.tokens)
+    print(f"co-occurrence {dense.shape[0]} x {dense.shape[1]}, {int((dense > 0).sum()):,} non-zeros, 3 topics, {args.threads} thread(s)")
     print("| beta | layout | iterations | seconds | ms / iteration |")
     print("|---|---|---|---|---|")
     for beta in (2, 1):

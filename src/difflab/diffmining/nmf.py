@@ -68,21 +68,26 @@ def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_
     return model.W.detach().clone(), model.H.detach().clone(), info
 
 
-def nmf_topics(red: Reductions, *, n_topics: int = 3, beta: float = 2, orthogonal_weight: float = 0.0,
-               mode: str = "binary", max_tokens: int = 2000, seed: int = 0, max_iter: int = 500,
-               tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(token_ids [n], weights [n, topics], info) from the dataset's top-K positive co-occurrence."""
+def topic_matrix(red: Reductions, mode: str = "binary", max_tokens: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token_ids [n], dense co-occurrence [n, n]) over the max_tokens tokens that most often enter a
+    top-K positive set (ties to the lower id): the matrix NMF factors."""
     present = torch.nonzero(red.topk_pos_counts).flatten()
     if len(present) == 0:
         raise DifflabError("NMF: no token ever entered a top-K positive set (the models do not differ?)")
-    # Keep the most frequent tokens (ties to the lower id) and build the co-occurrence over them only.
     order = torch.argsort(red.topk_pos_counts[present], descending=True, stable=True)[:max_tokens]
     kept = torch.zeros(red.vocab_size, dtype=torch.bool)
     kept[present[order]] = True
     indices = torch.where(kept[red.pos_indices.clamp(min=0).long()] & (red.pos_indices >= 0), red.pos_indices, -1)
     token_ids, cooc = dataclasses.replace(red, pos_indices=indices).cooccurrence(mode)
-    dense = torch.from_numpy(cooc.toarray())
+    return torch.as_tensor(token_ids), torch.from_numpy(cooc.toarray())
+
+
+def nmf_topics(red: Reductions, *, n_topics: int = 3, beta: float = 2, orthogonal_weight: float = 0.0,
+               mode: str = "binary", max_tokens: int = 2000, seed: int = 0, max_iter: int = 500,
+               tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(token_ids [n], weights [n, topics], info) from the dataset's top-K positive co-occurrence."""
+    token_ids, dense = topic_matrix(red, mode, max_tokens)
     w, _h, info = fit_nmf(dense, n_topics, beta=beta, orthogonal_weight=orthogonal_weight, seed=seed, max_iter=max_iter,
                          tol=tol)
     info = {**info, "mode": mode, "n_tokens": int(len(token_ids)), "n_topics": n_topics}
-    return torch.as_tensor(token_ids), w, info
+    return token_ids, w, info

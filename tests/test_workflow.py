@@ -23,7 +23,7 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = 
               timeout: int = 1200, max_threads: int | None = 1) -> subprocess.CompletedProcess:
     """Run snakemake on workdir's config. Tiny-model jobs are bound by their 2-3 s of imports, not by
     compute, so by default every rule gets one thread (`--max-threads 1`): two jobs then share the 2
-    cores instead of each 2-thread rule running alone (the tiny workflow: 210 s -> 131 s).
+    cores instead of each 2-thread rule running alone (figures in docs/benchmarks.md).
     max_threads=None keeps the rules' own threads (the default workflow, as README runs it)."""
     limit = [] if max_threads is None else ["--max-threads", str(max_threads)]
     result = subprocess.run([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"), *limit, *args],
@@ -346,7 +346,7 @@ def test_default_workflow_end_to_end(tmp_path):
     scoreboard, traces and datagen, in a fresh folder (~17 min on 2 cores)."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake(tmp_path, "--cores", "2", timeout=3600, max_threads=None)  # ~7 min alone on 2 cores; generous for a loaded machine
+    snakemake(tmp_path, "--cores", "2", timeout=3600, max_threads=None)  # 13-30 min on 2 cores; generous for a loaded machine
     summary = json.loads((tmp_path / "results/smoke/smollm2-135m-instruct/summary.json").read_text())
     assert summary["models"][0]["parameters"] > 130_000_000
     assert summary["generation"]["non_empty_answers"] == summary["generation"]["answers"] == 8

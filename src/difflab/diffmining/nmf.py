@@ -44,8 +44,9 @@ def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_
     # Store both factors column-major (same values): each update's products with the tokens x tokens
     # gradient then run as (rank x n) @ (n x n), which CPU BLAS does 3-10x faster than the
     # (n x n)^T @ (n x rank) it gets with the default layout (benchmarks/bench_nmf.py).
-    for factor in (model.W, model.H) if column_major else ():
-        factor.data = factor.data.t().contiguous().t()
+    if column_major:
+        for factor in (model.W, model.H):
+            factor.data = factor.data.t().contiguous().t()
     optimizer = BetaMu(model.parameters(), beta=beta, orthogonal=orthogonal_weight)
 
     def closure():

@@ -275,11 +275,12 @@ def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, 
 
 
 @njit(nogil=True, cache=True)
-def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
+def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, pos_v, neg_i, neg_v):
     """Stats and top-k for rows row_ids of rows: float32, or the int16 (float16) / uint16 (bfloat16)
     bit patterns of half rows, converted element by element as they are read (_f32).
 
-    Adds into sums/counts; writes output row j for input row row_ids[j].
+    Adds into sums/counts and into pos_counts/neg_counts (how often each token enters a row's top-k);
+    writes output row j for input row row_ids[j].
     """
     vocab = rows.shape[1]
     n_fine = (vocab + SLICES - 1) // SLICES  # fine group g: tokens g + s * n_fine, s < SLICES
@@ -343,10 +344,19 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_i, pos_v, neg_i, neg_v):
                     spare, guesses[0], hist, order, groups, pos_i[j], pos_v[j])
             _finish(row, fneg[r], coarse, np.float32(-1.0), k, mu, keys[r, 1], found[r, 1] if tn > 0 else 0,
                     spare, guesses[1], hist, order, groups, neg_i[j], neg_v[j])
+            for q in range(k):  # a row's empty slots (-1) are its last ones
+                if pos_i[j, q] < 0:
+                    break
+                pos_counts[pos_i[j, q]] += 1
+            for q in range(k):
+                if neg_i[j, q] < 0:
+                    break
+                neg_counts[neg_i[j, q]] += 1
 
 
 def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | None = None):
-    """Run the kernel on rows[row_ids] over `threads` threads: (sums f64, counts i64, pi, pv, ni, nv)."""
+    """Run the kernel on rows[row_ids] over `threads` threads: (sums f64, counts i64, pos_counts i64,
+    neg_counts i64, pi, pv, ni, nv); pos/neg_counts: how many rows' top-k positive/negative hold each token."""
     vocab = rows.shape[1]
     view = _VIEW.get(rows.dtype)
     if view is None:
@@ -361,8 +371,9 @@ def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | 
     def work(t):
         lo, hi = bounds[t], bounds[t + 1]
         sums, counts = np.zeros(vocab), np.zeros(vocab, np.int32)
-        _reduce_rows(array, row_ids[lo:hi], k, sums, counts, *(o[lo:hi] for o in out))
-        return sums, counts
+        in_pos, in_neg = np.zeros(vocab, np.int32), np.zeros(vocab, np.int32)
+        _reduce_rows(array, row_ids[lo:hi], k, sums, counts, in_pos, in_neg, *(o[lo:hi] for o in out))
+        return sums, counts, in_pos, in_neg
 
     if threads == 1:
         parts = [work(0)]
@@ -370,8 +381,8 @@ def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | 
         with ThreadPoolExecutor(threads) as pool:
             parts = list(pool.map(work, range(threads)))
     sums = np.sum([p[0] for p in parts], axis=0)
-    counts = np.sum([p[1] for p in parts], axis=0, dtype=np.int64)
-    return (torch.from_numpy(sums), torch.from_numpy(counts)) + tuple(torch.from_numpy(o) for o in out)
+    counts = [np.sum([p[i] for p in parts], axis=0, dtype=np.int64) for i in (1, 2, 3)]
+    return tuple(torch.from_numpy(a) for a in (sums, *counts, *out))
 
 
 # --------------------------------------------------------------------------- top-K per row
@@ -391,7 +402,7 @@ def topk_rows(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
     n_rows, vocab = rows.shape
     k = min(k, vocab)
     if uses_cpu_kernel(rows, k):
-        pi, pv, ni, nv = _cpu_reduce(rows, np.arange(n_rows), k)[2:]
+        pi, pv, ni, nv = _cpu_reduce(rows, np.arange(n_rows), k)[4:]
         return pi.long(), pv.to(rows.dtype), ni.long(), nv.to(rows.dtype)
     pi, pv = _dense_topk(rows, k, True)
     ni, nv = _dense_topk(rows, k, False)
@@ -604,6 +615,8 @@ class DiffReducer:
         self.total_positions = 0
         self.sum_diff = torch.zeros(vocab_size, dtype=torch.float64)
         self.count_positive = torch.zeros(vocab_size, dtype=torch.int64)
+        self.topk_pos_counts = torch.zeros(vocab_size, dtype=torch.int64)
+        self.topk_neg_counts = torch.zeros(vocab_size, dtype=torch.int64)
         self._tops: list[tuple[torch.Tensor, ...]] = []  # per update: pos_i, pos_v, neg_i, neg_v
         self._where: list[tuple[torch.Tensor, torch.Tensor]] = []  # per update: sequence, position
 
@@ -627,9 +640,11 @@ class DiffReducer:
     def _add(self, rows: torch.Tensor, row_ids, sequence: torch.Tensor, position: torch.Tensor) -> None:
         if uses_cpu_kernel(rows, self.k):
             row_ids = np.arange(rows.shape[0]) if row_ids is None else row_ids
-            sums, counts, *tops = _cpu_reduce(rows, row_ids, self.k)
+            sums, counts, in_pos, in_neg, *tops = _cpu_reduce(rows, row_ids, self.k)
             self.sum_diff += sums
             self.count_positive += counts
+            self.topk_pos_counts += in_pos
+            self.topk_neg_counts += in_neg
             self._tops.append(tuple(tops))
             n_rows = len(row_ids)
         else:
@@ -640,23 +655,21 @@ class DiffReducer:
                 chunk = rows[start:start + CHUNK_ROWS]
                 self.sum_diff += chunk.sum(0, dtype=torch.float64).cpu()
                 self.count_positive += (chunk > 0).sum(0).cpu()
-            self._tops.append(tuple(t.cpu() for t in topk_rows(rows, self.k)))
+            tops = tuple(t.cpu() for t in topk_rows(rows, self.k))
+            for counts, indices in ((self.topk_pos_counts, tops[0]), (self.topk_neg_counts, tops[2])):
+                counts += torch.bincount(indices[indices >= 0], minlength=self.vocab_size)
+            self._tops.append(tops)
         self.total_positions += n_rows
         self._where.append((sequence, position))
 
     def result(self, metadata: dict | None = None) -> Reductions:
         if self.total_positions == 0:
             raise DifflabError("no positions to analyse (empty dataset, or the mask/position slice removed all)")
-        pi, pv, ni, nv = (torch.cat(list(t)) for t in zip(*self._tops))
-
-        def counts(indices):
-            flat = indices[indices >= 0].long()
-            return torch.bincount(flat, minlength=self.vocab_size)
-
+        pi, pv, ni, nv = (t[0] if len(t) == 1 else torch.cat(t) for t in zip(*self._tops))
         return Reductions(
             vocab_size=self.vocab_size, k=self.k, total_positions=self.total_positions,
-            sum_diff=self.sum_diff, count_positive=self.count_positive,
-            topk_pos_counts=counts(pi), topk_neg_counts=counts(ni),
+            sum_diff=self.sum_diff.clone(), count_positive=self.count_positive.clone(),  # later updates
+            topk_pos_counts=self.topk_pos_counts.clone(), topk_neg_counts=self.topk_neg_counts.clone(),  # leave it be
             pos_indices=pi.to(torch.int32), pos_values=pv.float(), neg_indices=ni.to(torch.int32), neg_values=nv.float(),
             sequence=torch.cat([w[0] for w in self._where]), position=torch.cat([w[1] for w in self._where]),
             metadata=dict(metadata or {}),

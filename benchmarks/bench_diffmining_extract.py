@@ -2,10 +2,13 @@
 
     .venv/bin/python benchmarks/bench_diffmining_extract.py [--base smollm2-135m-instruct] [--finetuned bake-temp]
         [--samples 64] [--tokens 64] [--batch-size 16] [--threads 2] [--device auto]
+        [--dataset resources/diffmining/chat.jsonl --format chat --positions assistant]
 
 Needs the default model and the organism built (`snakemake --cores 2 results/organisms/bake-temp`).
 Prints seconds and positions/s for: the bare forward pass (model(...), logits included), the
-direct / logit_lens / patchscope extractors, and mine_in_memory (both models, diff and reduction).
+direct / logit_lens / patchscope extractors on the analysed positions (as mine_in_memory calls them:
+the head and patchscope's decode run on those positions only), and mine_in_memory (both models, diff
+and reduction).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def main() -> None:
     parser.add_argument("--base", default="smollm2-135m-instruct")
     parser.add_argument("--finetuned", default="bake-temp")
     parser.add_argument("--dataset", default=str(REPO / "resources/diffmining/general.jsonl"))
+    parser.add_argument("--format", default="text", choices=["text", "chat"])
+    parser.add_argument("--positions", default="all", help="chat position slice: all | assistant | first_n")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -52,12 +57,12 @@ def main() -> None:
     cfg = config.load()
     base_dir, ft_dir = models.resolve(args.base, cfg), models.resolve(args.finetuned, cfg)
     tokens = Path(tempfile.mkdtemp()) / "tokens.safetensors"
-    data.prepare_dataset(args.dataset, base_dir, tokens, name="bench", fmt="text", n_samples=args.samples,
-                         max_tokens=args.tokens)
+    data.prepare_dataset(args.dataset, base_dir, tokens, name="bench", fmt=args.format, n_samples=args.samples,
+                         max_tokens=args.tokens, positions=args.positions)
     tensors, _ = data.load_dataset(tokens)
     positions = int(tensors["analysis_mask"].sum())
     loaded = models.load(str(base_dir), device=args.device, dtype=args.dtype)
-    batches = [(tensors["input_ids"][i:i + args.batch_size], tensors["attention_mask"][i:i + args.batch_size])
+    batches = [tuple(tensors[key][i:i + args.batch_size] for key in ("input_ids", "attention_mask", "analysis_mask"))
                for i in range(0, tensors["input_ids"].shape[0], args.batch_size)]
 
     def sync():
@@ -67,8 +72,8 @@ def main() -> None:
     def run(fn):
         def go():
             with torch.no_grad():
-                for ids, mask in batches:
-                    fn(ids.to(loaded.device), mask.to(loaded.device))
+                for ids, mask, where in batches:
+                    fn(ids.to(loaded.device), mask.to(loaded.device), where.bool())
             sync()
         return go
 
@@ -76,7 +81,7 @@ def main() -> None:
           f"({args.samples} x {args.tokens}), batch {args.batch_size}, threads {args.threads}")
     print("| what | seconds | positions/s | x bare forward |")
     print("|---|---|---|---|")
-    bare = timed(run(lambda ids, mask: loaded.model(input_ids=ids, attention_mask=mask).logits), args.repeats)
+    bare = timed(run(lambda ids, mask, _where: loaded.model(input_ids=ids, attention_mask=mask).logits), args.repeats)
     print(f"| bare forward pass (logits) | {bare:.2f} | {positions / bare:,.0f} | 1.00 |", flush=True)
     for method, layer in (("direct", 1.0), ("logit_lens", 0.75), ("patchscope", 0.75)):
         extractor = extract.LogitExtractor(loaded.model, method, layer, loaded.tokenizer)

@@ -117,6 +117,26 @@ def test_lens_and_patchscope_at_the_last_layer_equal_direct_logits(tiny_model_di
     assert not torch.allclose(a, direct, atol=1e-2) and not torch.allclose(a, b, atol=1e-2)
 
 
+def test_positions_give_the_logits_of_those_positions_only(tiny_model_dir):
+    """extractor(ids, mask, positions) is extractor(ids, mask)[positions], for every method, through the
+    head-on-selected-rows path (llama) and through the full forward a model of another type takes."""
+    from difflab import models
+
+    m = models.load(str(tiny_model_dir), dtype="float32")
+    enc = m.tokenizer(["The cat sleeps on the warm", "Paris is"], return_tensors="pt", padding=True)
+    where = enc.attention_mask.bool().clone()
+    where[0, :2] = False  # a prompt slice, as for assistant-only positions
+    for method, layer in (("direct", 1.0), ("logit_lens", 0.5), ("patchscope", 0.5)):
+        ex = extract.LogitExtractor(m.model, method, layer, m.tokenizer)
+        full, rows = ex(enc.input_ids, enc.attention_mask), ex(enc.input_ids, enc.attention_mask, where)
+        assert rows.shape == (int(where.sum()), full.shape[-1])
+        assert torch.allclose(rows, full[where], atol=1e-5), method
+    m.model.config.model_type = "softcapped-head"  # not in PLAIN_HEAD_MODELS: the full forward, then the rows
+    ex = extract.LogitExtractor(m.model, "direct")
+    rows = ex(enc.input_ids, enc.attention_mask, where)
+    assert torch.allclose(rows, ex(enc.input_ids, enc.attention_mask)[where], atol=1e-5)
+
+
 def test_resolve_layer():
     assert extract.resolve_layer(0.75, 30) == 21
     assert extract.resolve_layer(1.0, 30) == 29
@@ -152,6 +172,17 @@ def test_raised_token_tops_the_diff_in_memory_and_on_disk(raised_pair, tmp_path)
     assert first >= 0.5 * red.total_positions and first >= 2 * second
     assert red.total_positions == int(data.load_dataset(tokens)[0]["analysis_mask"].sum())
     assert len(ratios) == 8
+    # Each ratio: sum over the sample's analysed positions (with a real next token) of
+    # log p_ft(next) - log p_base(next), here from the full logits of both models.
+    from difflab import models
+
+    batch = data.load_dataset(tokens)[0]
+    logp = [torch.log_softmax(models.load(str(d), dtype="float32").model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.detach(), -1) for d in (base, finetuned)]
+    nxt = batch["input_ids"][:, 1:].unsqueeze(-1)
+    scored = batch["analysis_mask"][:, :-1].bool() & batch["attention_mask"][:, 1:].bool()
+    expected = ((logp[1][:, :-1].gather(-1, nxt) - logp[0][:, :-1].gather(-1, nxt)).squeeze(-1) * scored).sum(1)
+    assert torch.allclose(torch.tensor(ratios, dtype=torch.float64), expected.double(), atol=1e-4)
     ids, values = orderings.top_k_occurring(red)
     assert ids[values.argmax()].item() == token_id
 

@@ -46,8 +46,16 @@ class _StopForward(Exception):
     pass
 
 
+# Model types whose logits are exactly lm_head(decoder output): for them `direct` can run the head on
+# the analysed positions only. Others (e.g. a softcapped or scaled head) run the full forward.
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "smollm3"})
+
+
 class LogitExtractor:
-    """`extractor(input_ids, attention_mask)` -> float32 logits [B, T, V] by the chosen method."""
+    """`extractor(input_ids, attention_mask)` -> float32 logits [B, T, V] by the chosen method;
+    `extractor(input_ids, attention_mask, positions)` -> [P, V] for the P positions where the bool mask
+    `positions` [B, T] is set (row-major order, as torch.nonzero): the head (and patchscope's decode)
+    then runs on those positions only."""
 
     def __init__(self, model, method: str = "direct", layer: float | int = 0.75, tokenizer=None,
                  identity_prompt: str = IDENTITY_PROMPT):
@@ -80,11 +88,18 @@ class LogitExtractor:
         return out
 
     @torch.no_grad()
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        where = None if positions is None else positions.to(device=self.device, dtype=torch.bool)
         if self.method == "direct":
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+            if where is not None and getattr(self.model.config, "model_type", None) in PLAIN_HEAD_MODELS:
+                hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                return self.lm_head(hidden[where]).float()
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return (logits if where is None else logits[where]).float()
         latents = self._hidden_after_layer(input_ids, attention_mask)
+        latents = latents if where is None else latents[where]
         if self.method == "logit_lens":
             return self.lm_head(self.norm(latents)).float()
         return self._patchscope(latents)
@@ -121,8 +136,8 @@ class LogitExtractor:
             self.model(input_ids=ids[:, :-1], use_cache=True, **{self.cache_arg: self.prefix_cache})
 
     def _patchscope(self, latents: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        batch, seq, hidden = latents.shape
-        flat = latents.reshape(-1, hidden)
+        """Logits [..., V] of one decoded token per latent [..., H]."""
+        flat = latents.reshape(-1, latents.shape[-1])
         out = []
         for start in range(0, flat.shape[0], chunk):
             part = flat[start:start + chunk]
@@ -147,7 +162,7 @@ class LogitExtractor:
             finally:
                 handle.remove()
             out.append(logits.float())
-        return torch.cat(out).reshape(batch, seq, -1)
+        return torch.cat(out).reshape(*latents.shape[:-1], -1)
 
 
 # --------------------------------------------------------------------------- tokenizer agreement
@@ -183,12 +198,18 @@ def _batches(tensors: dict, batch_size: int):
 
 
 def _sequence_log_ratio(lf: torch.Tensor, lb: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Per sample: sum over analysed positions of log p_ft(next token) - log p_base(next token)."""
-    nxt = batch["input_ids"][:, 1:].to(lf.device).unsqueeze(-1)
-    mask = (batch["analysis_mask"][:, :-1] & batch["attention_mask"][:, 1:].bool()).to(lf.device)
-    ft = torch.log_softmax(lf[:, :-1], -1).gather(-1, nxt).squeeze(-1)
-    base = torch.log_softmax(lb[:, :-1], -1).gather(-1, nxt).squeeze(-1)
-    return ((ft - base) * mask).sum(1).cpu()
+    """Per sample: sum over analysed positions of log p_ft(next token) - log p_base(next token).
+    lf, lb: the logits [P, V] of the analysed positions (batch["analysis_mask"], row-major order)."""
+    ids, attention = batch["input_ids"], batch["attention_mask"].bool()
+    seq, pos = torch.nonzero(batch["analysis_mask"], as_tuple=True)
+    has_next = pos + 1 < ids.shape[1]
+    nxt = torch.where(has_next, pos + 1, pos)
+    scored = has_next & attention[seq, nxt]  # the next token is a real one
+    target = ids[seq, nxt].to(lf.device).unsqueeze(-1)
+    ft = torch.log_softmax(lf, -1).gather(-1, target).squeeze(-1)
+    base = torch.log_softmax(lb, -1).gather(-1, target).squeeze(-1)
+    per_position = ((ft - base) * scored.to(lf.device)).double().cpu()
+    return torch.zeros(ids.shape[0], dtype=torch.float64).index_add_(0, seq, per_position)
 
 
 def _load_pair(base_dir, ft_dir, device, dtype):
@@ -217,13 +238,15 @@ def mine_in_memory(base_dir: str | Path, ft_dir: str | Path, data_path: str | Pa
     ratios = []
     started = time.perf_counter()
     for start, batch in tqdm(list(_batches(tensors, batch_size)), desc="diff batches", unit="batch"):
-        lb = extract_base(batch["input_ids"], batch["attention_mask"])
-        lf = extract_ft(batch["input_ids"], batch["attention_mask"])
+        where = batch["analysis_mask"].bool()  # logits of the analysed positions only: [P, V]
+        lb = extract_base(batch["input_ids"], batch["attention_mask"], where)
+        lf = extract_ft(batch["input_ids"], batch["attention_mask"], where)
         if likelihood_ratios:
             ratios.extend(_sequence_log_ratio(lf, lb, batch).tolist())
-        diff = lf[..., :size] - lb[..., :size]
+        diff = lf[:, :size] - lb[:, :size]
         del lf, lb
-        reducer.update(diff, batch["analysis_mask"], sequence_offset=start)
+        seq, pos = torch.nonzero(where, as_tuple=True)
+        reducer.update_rows(diff, (seq + start).to(torch.int32), pos.to(torch.int32))
     meta = _run_meta(base, ft, vocab, extract_base, data_meta, size, k, time.perf_counter() - started)
     return reducer.result(meta), ratios
 
@@ -289,7 +312,8 @@ def reduce_saved_logits(base_logits: str | Path, ft_logits: str | Path, base_dir
             stop = start + batch["input_ids"].shape[0]
             lb, lf = sb[start:stop].float(), sf[start:stop].float()
             if likelihood_ratios:
-                ratios.extend(_sequence_log_ratio(lf, lb, batch).tolist())
+                where = batch["analysis_mask"].bool()
+                ratios.extend(_sequence_log_ratio(lf[where], lb[where], batch).tolist())
             reducer.update(lf[..., :size] - lb[..., :size], batch["analysis_mask"], sequence_offset=start)
     meta = {"base": meta_b["model"], "finetuned": meta_f["model"], "device": meta_b["device"], "dtype": meta_b["dtype"],
             "extraction": meta_b["extraction"], "vocabulary": vocab, "analysed_vocab_size": size, "k": k,

@@ -60,7 +60,7 @@ from difflab.errors import DifflabError
 
 SLICES = 8  # a fine group holds one token of each slice: 8 elements (8 cache lines) to scan per selected group
 COARSE = 4  # fine groups per coarse group (32 elements): the threshold is taken over coarse maxima
-ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update per 4 rows, summed in float32)
+ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update per 4 rows)
 CHUNK = 1024  # fine groups per step of the streaming pass: all passes of a step read L1/L2-resident data
 CHUNK_ROWS = 16  # dense (non-CPU) path: rows per statistics step
 TINY = np.float32(1e-45)  # the least positive float32: 'v >= TINY' is 'v > 0'

@@ -20,16 +20,18 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
    per step and row one vectorized loop reads the 8 slices and stores each fine group's maximum and
    minimum once (no read-modify-write of an extrema array), and the per-token sum and positive count
    are added for four rows at a time (each element widened to float64, the accumulator touched once)
-   while the step's data is still in cache. Coarse group c is the fine groups {c, c + C, c + 2C, c + 3C}, C =
-   ceil(G / 4) (32 tokens); its maximum is the max of those four fine maxima.
-2. Candidates during the pass. Each row and sign has a guess t > 0 (the value of the previous row's
-   mu-th largest element, mu = k + 3 sqrt(k) + 8). Right after a step's maxima are computed, while
-   its data is in cache, the step's coarse maxima (coarse group: 4 fine groups, 32 tokens) that reach
-   t, then their fine groups that reach t, then those groups' elements >= t are appended as keys,
-   all with branch-free lists. Every element >= t is found that way (its fine and coarse group
-   maxima are >= t), so if at least k are found the k largest keys are the exact top-K. Otherwise
-   (too few, or the buffer is full) the row takes a second read: a threshold that at least k coarse
-   maxima reach (from a histogram of their float bits), then the same collection over the row.
+   while the step's data is still in cache.
+2. Candidates during the pass. Each row and sign has a guess t > 0: the value of the previous row's
+   mu-th largest element, mu = k + 3 sqrt(k) + 8 (where that row had fewer than mu candidates, an
+   estimate from its sorted candidates, the tail's count taken as locally exponential). Right after
+   a step's maxima are computed, while its data is in cache, the fine groups whose maximum reaches t
+   are found 64 at a time as a bit mask of one vector compare (_mask64) and visited by their set bits;
+   each such group's 8 elements are compared with t and the ones that reach it appended as keys.
+   Every element >= t is found that way (its fine group's maximum is >= t), so if at least k are
+   found the k largest keys are the exact top-K. Otherwise (too few, or the buffer is full) the row
+   takes a second read: a threshold that at least k coarse maxima reach (coarse group c: the fine
+   groups {c, c + C, c + 2C, c + 3C}, C = ceil(G / 4), 32 tokens; from a histogram of their float
+   bits), then the same collection over the row.
 3. Keys: each candidate becomes the int64 (bits of |value| << 32) | (2**32 - 1 - token id): for
    positive floats the bit pattern orders like the value, so "larger key" is exactly "larger value,
    then lower id". The candidates (about mu) are sorted by rank counting: a key's rank is the number
@@ -106,6 +108,38 @@ def _from_bits(typingctx, x):
     if x == types.int32:
         return types.float32(x), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
     return None
+
+
+@intrinsic
+def _mask64(typingctx, fine, start, t):
+    """Bit i set where fine[start + i] >= t, i < 64 (the caller keeps start + 64 <= len(fine)): one
+    vector compare of 64 float32 (four zmm compares and mask moves on AVX-512) instead of a scalar
+    loop, so the collection below skips a word of 64 fine groups in a few instructions."""
+    if not (isinstance(fine, types.Array) and fine.dtype == types.float32 and fine.layout == "C" and t == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v64 = ir.VectorType(ir.FloatType(), 64)
+        ptr = builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data, [args[1]])
+        values = builder.load(builder.bitcast(ptr, v64.as_pointer()), align=4)
+        vt = builder.insert_element(ir.Constant(v64, ir.Undefined), args[2], ir.Constant(ir.IntType(32), 0))
+        vt = builder.shuffle_vector(vt, vt, ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))  # splat t
+        bits = builder.fcmp_ordered(">=", values, vt)
+        return builder.bitcast(bits, ir.IntType(64))
+
+    return types.uint64(fine, start, t), codegen
+
+
+@intrinsic
+def _ctz(typingctx, x):
+    """The number of trailing zero bits of the uint64 x (x != 0)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.uint64(x), codegen
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -189,51 +223,45 @@ def _thresholds(fine, coarse, k, hist):
 
 
 @njit(nogil=True, cache=True)
-def _collect(row, fine, coarse, lo, sign, t, keys, n, groups):
+def _collect(row, fine, lo, sign, t, keys, n):
     """Append to keys[n:] the keys of sign * row's elements >= t (t > 0) in fine groups lo + g,
-    g < len(fine), given those groups' maxima (fine) and the maxima coarse[c] of the fine groups
-    {c, c + C, c + 2C, ...} (C = len(coarse)). Branch-free lists: no mispredicts waiting on loads.
-    Returns the new count, clamped so that keys never overflows (a full buffer fails the guess)."""
-    n_fine, n_coarse = fine.shape[0], coarse.shape[0]
+    g < len(fine), given those groups' maxima (fine). The fine groups that reach t are found 64 at a
+    time as a bit mask (_mask64) and visited by their set bits; their elements are appended with a
+    branch-free list. Returns the new count, clamped so that keys never overflows (a full buffer
+    fails the guess)."""
+    n_fine = fine.shape[0]
     stride, vocab, cap = (row.shape[0] + SLICES - 1) // SLICES, row.shape[0], keys.shape[0] - SLICES
-    n_groups = 0
-    for c in range(n_coarse):
-        groups[n_groups] = c
-        n_groups += coarse[c] >= t
-    n_reached, n_groups = n_groups, 0
-    for q in range(n_reached):
-        for g in range(groups[q], n_fine, n_coarse):
-            groups[n_reached + n_groups] = g
-            n_groups += fine[g] >= t
     full = vocab - (SLICES - 1) * stride  # groups below this have all SLICES elements
-    for q in range(n_reached, n_reached + n_groups):
-        first = lo + groups[q]
-        count = SLICES if first < full else (vocab - first + stride - 1) // stride
-        for s in range(count):  # positive float bits order like the value; the id part sends ties
-            token = first + s * stride  # to the lower id
-            v = sign * _f32(row[token])
-            keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)
-            n += v >= t
-        n = min(n, cap)
+    for base in range(0, n_fine, 64):
+        if base + 64 <= n_fine:
+            word = _mask64(fine, base, t)
+        else:
+            word = np.uint64(0)
+            for g in range(base, n_fine):
+                word |= np.uint64(fine[g] >= t) << np.uint64(g - base)
+        while word:
+            first = lo + base + np.int64(_ctz(word))
+            word &= word - np.uint64(1)
+            count = SLICES if first < full else (vocab - first + stride - 1) // stride
+            hits = np.uint64(0)  # bit s: element s of the group reaches t (8 independent loads)
+            for s in range(count):
+                hits |= np.uint64(sign * _f32(row[first + s * stride]) >= t) << np.uint64(s)
+            while hits:  # usually one element: the one that made the group's maximum
+                token = first + np.int64(_ctz(hits)) * stride
+                hits &= hits - np.uint64(1)
+                v = sign * _f32(row[token])  # positive float bits order like the value; the id part
+                keys[n] = (np.int64(_bits(v)) << 32) | (np.int64(0xFFFFFFFF) - token)  # sends ties to the lower id
+                n += 1
+            n = min(n, cap)
     return n
-
-
-@njit(nogil=True, cache=True, fastmath=_FAST)
-def _chunk_coarse(fine, coarse):
-    """coarse[c] = max of fine[c + m * len(coarse)], m < COARSE (those that exist)."""
-    n = coarse.shape[0]
-    if fine.shape[0] != COARSE * n:
-        _coarse(fine, coarse)
-        return
-    for c in range(n):
-        coarse[c] = max(max(fine[c], fine[c + n]), max(fine[c + 2 * n], fine[c + 3 * n]))
 
 
 @njit(nogil=True, cache=True)
 def _top(keys, n, k, mu, sign, out_i, out_v, order):
     """The k largest of keys[:n] (fewer: index -1, value 0) into out_i / out_v, best first; returns
-    the value of the mu-th largest (0 if n < mu), the next row's guess. Keys are distinct, so a key's
-    rank is the number of larger keys: an all-pairs count (vectorized, no branches) sorts them."""
+    the next row's guess, the value of the mu-th largest (estimated where n < mu, 0 if it cannot be).
+    Keys are distinct, so a key's rank is the number of larger keys: an all-pairs count (vectorized,
+    no branches) sorts them."""
     if n > RANK_MAX and n > mu:  # a rare large set (a low guess, a second read): its mu largest
         kth = np.partition(keys[:n], n - mu)[n - mu]
         m = 0
@@ -256,11 +284,29 @@ def _top(keys, n, k, mu, sign, out_i, out_v, order):
         else:
             out_i[j] = -1
             out_v[j] = 0.0
-    return _from_bits(np.int32(order[mu - 1] >> 32)) if n >= mu else np.float32(0.0)
+    if n >= mu:
+        return _from_bits(np.int32(order[mu - 1] >> 32))
+    return _tail_guess(order, n, mu)
 
 
 @njit(nogil=True, cache=True)
-def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, groups, out_i, out_v):
+def _tail_guess(order, n, mu):
+    """Where fewer than mu keys were found (about half the rows, as the guess aims at mu), estimate
+    the value of the mu-th largest from those n sorted keys: with the tail's count N(x) = #{v >= x}
+    taken as locally exponential, N(v_n) = n and N(v_h) = h (h = n / 2) give its slope, extended down
+    to N = mu. 0 (the caller then takes a threshold from the coarse maxima) where that is not defined."""
+    h = n // 2
+    if h < 2:
+        return np.float32(0.0)
+    v_n, v_h = _from_bits(np.int32(order[n - 1] >> 32)), _from_bits(np.int32(order[h - 1] >> 32))
+    if not v_h > v_n:
+        return np.float32(0.0)
+    guess = np.float32(v_n - (v_h - v_n) * np.log(mu / n) / np.log(n / h))
+    return guess if guess > 0 else np.float32(0.0)
+
+
+@njit(nogil=True, cache=True)
+def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, out_i, out_v):
     """Top-k of one row and sign from the n keys collected with threshold guess[0] during the pass if
     that guess was good (at least k, and the buffer not full), else from a threshold taken from the
     coarse maxima and a second read of the groups that reach it. Sets the next row's guess."""
@@ -269,7 +315,7 @@ def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, 
         guess[0] = g if g > 0 else _thresholds(fine, coarse, k, hist)[1]
         return
     t, t2 = _thresholds(fine, coarse, k, hist)
-    n = _collect(row, fine, coarse, 0, sign, max(t, TINY), spare, 0, groups)
+    n = _collect(row, fine, 0, sign, max(t, TINY), spare, 0)
     g = _top(spare, n, k, mu, sign, out_i, out_v, order)
     guess[0] = g if g > 0 else t2
 
@@ -296,8 +342,6 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
     mu = k + 3 * int(np.sqrt(k)) + 8  # guesses aim at this many candidates (a margin over k)
     keys = np.empty((ROWS, 2, max(RANK_MAX, 2 * mu) + SLICES), np.int64)  # keys collected during the pass
     order = np.empty(vocab + SLICES, np.int64)
-    groups = np.empty(2 * n_fine + 1, np.int64)
-    ccoarse = np.empty((2, (min(CHUNK, n_fine) + COARSE - 1) // COARSE), np.float32)
     found = np.zeros((ROWS, 2), np.int64)
     spare = np.empty(vocab + SLICES, np.int64)  # keys of a second read (a failed guess)
     guesses = np.zeros((2, 1), np.float32)  # collection thresholds for positives / negatives (0: none)
@@ -318,15 +362,10 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
                     skip = max(lo, full) - lo
                     _extremes_ragged(x[skip:], n_fine, ragged[skip + lo - full:hi - full],
                                      fmax[r, lo + skip:hi], fneg[r, lo + skip:hi])
-                m = (hi - lo + COARSE - 1) // COARSE
                 if tp > 0:
-                    _chunk_coarse(fmax[r, lo:hi], ccoarse[0, :m])
-                    found[r, 0] = _collect(row, fmax[r, lo:hi], ccoarse[0, :m], lo, np.float32(1.0), tp,
-                                           keys[r, 0], found[r, 0], groups)
+                    found[r, 0] = _collect(row, fmax[r, lo:hi], lo, np.float32(1.0), tp, keys[r, 0], found[r, 0])
                 if tn > 0:
-                    _chunk_coarse(fneg[r, lo:hi], ccoarse[1, :m])
-                    found[r, 1] = _collect(row, fneg[r, lo:hi], ccoarse[1, :m], lo, np.float32(-1.0), tn,
-                                           keys[r, 1], found[r, 1], groups)
+                    found[r, 1] = _collect(row, fneg[r, lo:hi], lo, np.float32(-1.0), tn, keys[r, 1], found[r, 1])
             for s in range(SLICES):
                 a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
                 if b <= a:
@@ -341,9 +380,9 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
             j = first + r
             row = rows[row_ids[j]]
             _finish(row, fmax[r], coarse, np.float32(1.0), k, mu, keys[r, 0], found[r, 0] if tp > 0 else 0,
-                    spare, guesses[0], hist, order, groups, pos_i[j], pos_v[j])
+                    spare, guesses[0], hist, order, pos_i[j], pos_v[j])
             _finish(row, fneg[r], coarse, np.float32(-1.0), k, mu, keys[r, 1], found[r, 1] if tn > 0 else 0,
-                    spare, guesses[1], hist, order, groups, neg_i[j], neg_v[j])
+                    spare, guesses[1], hist, order, neg_i[j], neg_v[j])
             for q in range(k):  # a row's empty slots (-1) are its last ones
                 if pos_i[j, q] < 0:
                     break

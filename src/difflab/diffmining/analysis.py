@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from difflab import io
@@ -140,6 +141,84 @@ def _ctz(typingctx, x):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return types.uint64(x), codegen
+
+
+def _vector_f32(builder, dtype, lanes):
+    """(vector type to load, converter to <lanes x float>) for rows of dtype (as in _f32)."""
+    f32 = ir.VectorType(ir.FloatType(), lanes)
+    if dtype == types.float32:
+        return f32, lambda v: v
+    if dtype == types.int16:
+        return ir.VectorType(ir.IntType(16), lanes), lambda v: builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), lanes)), f32)
+    i32 = ir.VectorType(ir.IntType(32), lanes)
+    return ir.VectorType(ir.IntType(16), lanes), lambda v: builder.bitcast(
+        builder.shl(builder.zext(v, i32), ir.Constant(i32, [16] * lanes)), f32)
+
+
+@intrinsic
+def _hits8(typingctx, row, first, stride, sign, t):
+    """Bit s set where sign * row[first + s * stride] >= t, s < SLICES: a fine group's elements read
+    into one vector and compared at once (a scalar loop costs ~10 instructions an element)."""
+    if not (isinstance(row, types.Array) and row.dtype in (types.float32, types.int16, types.uint16)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty, convert = _vector_f32(builder, row.dtype, SLICES)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        first_, stride_ = args[1], args[2]
+        vec = ir.Constant(vty, ir.Undefined)
+        for s in range(SLICES):
+            at = builder.add(first_, builder.mul(stride_, ir.Constant(stride_.type, s))) if s else first_
+            vec = builder.insert_element(vec, builder.load(builder.gep(data, [at])), ir.Constant(ir.IntType(32), s))
+        f32 = ir.VectorType(ir.FloatType(), SLICES)
+
+        def splat(x):
+            v = builder.insert_element(ir.Constant(f32, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), SLICES), [0] * SLICES))
+
+        bits = builder.fcmp_ordered(">=", builder.fmul(convert(vec), splat(args[3])), splat(args[4]))
+        return builder.zext(builder.bitcast(bits, ir.IntType(SLICES)), ir.IntType(64))
+
+    return types.uint64(row, first, stride, sign, t), codegen
+
+
+@intrinsic
+def _count_greater(typingctx, values, n, v):
+    """The number of values[:n] greater than v, for int32 values and n a multiple of 16: one loop of
+    16-lane compares with an int32 accumulator (numba's own loop widens the count to int64 lanes,
+    which halves the lanes)."""
+    if not (isinstance(values, types.Array) and values.dtype == types.int32 and values.layout == "C"
+            and n == types.int64 and v == types.int32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32, i64, lanes = ir.IntType(32), ir.IntType(64), 16
+        vec = ir.VectorType(i32, lanes)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        count = args[1]
+        splat = builder.insert_element(ir.Constant(vec, ir.Undefined), args[2], ir.Constant(i32, 0))
+        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        entry = builder.block
+        head, body, done = (builder.append_basic_block(f"count.{name}") for name in ("head", "body", "done"))
+        builder.branch(head)
+        builder.position_at_end(head)
+        i = builder.phi(i64)
+        acc = builder.phi(vec)
+        i.add_incoming(ir.Constant(i64, 0), entry)
+        acc.add_incoming(ir.Constant(vec, [0] * lanes), entry)
+        builder.cbranch(builder.icmp_signed("<", i, count), body, done)
+        builder.position_at_end(body)
+        chunk = builder.load(builder.bitcast(builder.gep(data, [i]), vec.as_pointer()), align=4)
+        acc_next = builder.add(acc, builder.zext(builder.icmp_signed(">", chunk, splat), vec))
+        i.add_incoming(builder.add(i, ir.Constant(i64, lanes)), body)
+        acc.add_incoming(acc_next, body)
+        builder.branch(head)
+        builder.position_at_end(done)
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [vec]), "llvm.vector.reduce.add.v16i32")
+        total = builder.call(reduce, [acc])
+        return builder.sext(total, i64)
+
+    return types.int64(values, n, v), codegen
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -242,10 +321,12 @@ def _collect(row, fine, lo, sign, t, keys, n):
         while word:
             first = lo + base + np.int64(_ctz(word))
             word &= word - np.uint64(1)
-            count = SLICES if first < full else (vocab - first + stride - 1) // stride
-            hits = np.uint64(0)  # bit s: element s of the group reaches t (8 independent loads)
-            for s in range(count):
-                hits |= np.uint64(sign * _f32(row[first + s * stride]) >= t) << np.uint64(s)
+            if first < full:  # bit s: element s of the group reaches t
+                hits = _hits8(row, first, stride, sign, t)
+            else:
+                hits = np.uint64(0)
+                for s in range((vocab - first + stride - 1) // stride):
+                    hits |= np.uint64(sign * _f32(row[first + s * stride]) >= t) << np.uint64(s)
             while hits:  # usually one element: the one that made the group's maximum
                 token = first + np.int64(_ctz(hits)) * stride
                 hits &= hits - np.uint64(1)
@@ -257,11 +338,36 @@ def _collect(row, fine, lo, sign, t, keys, n):
 
 
 @njit(nogil=True, cache=True)
-def _top(keys, n, k, mu, sign, out_i, out_v, order):
+def _rank_sort(keys, n, order, scratch):
+    """order[:n] = keys[:n] sorted descending (n <= RANK_MAX). Keys are distinct, so a key's rank is
+    the number of larger keys: an all-pairs count, vectorized and branch-free. It is counted on the
+    keys' value halves (int32: twice the lanes of the int64 keys), padded to a multiple of 16 with
+    -1 (below every value), and only keys whose value is tied (rare in float32, more common in
+    half precision) count the larger id parts among their ties. scratch: int32 [3, RANK_MAX + 16]."""
+    values, ranks, taken = scratch[0], scratch[1], scratch[2]
+    padded = (n + 15) // 16 * 16
+    for i in range(n):
+        values[i] = np.int32(keys[i] >> 32)
+    values[n:padded] = -1
+    taken[:n] = 0
+    for i in range(n):
+        rank = _count_greater(values, padded, values[i])
+        ranks[i] = rank
+        taken[rank] += 1
+    for i in range(n):
+        rank = ranks[i]
+        if taken[rank] > 1:  # value ties: the larger id part (the lower token id) goes first
+            v, key = values[i], keys[i]
+            for j in range(n):
+                rank += (values[j] == v) & (keys[j] > key)
+        order[rank] = keys[i]
+
+
+@njit(nogil=True, cache=True)
+def _top(keys, n, k, mu, sign, out_i, out_v, order, scratch):
     """The k largest of keys[:n] (fewer: index -1, value 0) into out_i / out_v, best first; returns
     the next row's guess, the value of the mu-th largest (estimated where n < mu, 0 if it cannot be).
-    Keys are distinct, so a key's rank is the number of larger keys: an all-pairs count (vectorized,
-    no branches) sorts them."""
+    Sorted by rank counting (_rank_sort)."""
     if n > RANK_MAX and n > mu:  # a rare large set (a low guess, a second read): its mu largest
         kth = np.partition(keys[:n], n - mu)[n - mu]
         m = 0
@@ -272,11 +378,7 @@ def _top(keys, n, k, mu, sign, out_i, out_v, order):
     if n > RANK_MAX:  # k > RANK_MAX
         order[:n] = np.sort(keys[:n])[::-1]
     else:
-        for i in range(n):
-            key, rank = keys[i], 0
-            for j in range(n):
-                rank += keys[j] > key
-            order[rank] = key
+        _rank_sort(keys, n, order, scratch)
     for j in range(k):
         if j < n:
             out_i[j] = np.int64(0xFFFFFFFF) - (order[j] & 0xFFFFFFFF)
@@ -306,17 +408,17 @@ def _tail_guess(order, n, mu):
 
 
 @njit(nogil=True, cache=True)
-def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, out_i, out_v):
+def _finish(row, fine, coarse, sign, k, mu, keys, n, spare, guess, hist, order, scratch, out_i, out_v):
     """Top-k of one row and sign from the n keys collected with threshold guess[0] during the pass if
     that guess was good (at least k, and the buffer not full), else from a threshold taken from the
     coarse maxima and a second read of the groups that reach it. Sets the next row's guess."""
     if guess[0] > 0 and k <= n < keys.shape[0] - SLICES:
-        g = _top(keys, n, k, mu, sign, out_i, out_v, order)
+        g = _top(keys, n, k, mu, sign, out_i, out_v, order, scratch)
         guess[0] = g if g > 0 else _thresholds(fine, coarse, k, hist)[1]
         return
     t, t2 = _thresholds(fine, coarse, k, hist)
     n = _collect(row, fine, 0, sign, max(t, TINY), spare, 0)
-    g = _top(spare, n, k, mu, sign, out_i, out_v, order)
+    g = _top(spare, n, k, mu, sign, out_i, out_v, order, scratch)
     guess[0] = g if g > 0 else t2
 
 
@@ -342,6 +444,7 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
     mu = k + 3 * int(np.sqrt(k)) + 8  # guesses aim at this many candidates (a margin over k)
     keys = np.empty((ROWS, 2, max(RANK_MAX, 2 * mu) + SLICES), np.int64)  # keys collected during the pass
     order = np.empty(vocab + SLICES, np.int64)
+    scratch = np.empty((3, RANK_MAX + 16), np.int32)  # _rank_sort's buffers
     found = np.zeros((ROWS, 2), np.int64)
     spare = np.empty(vocab + SLICES, np.int64)  # keys of a second read (a failed guess)
     guesses = np.zeros((2, 1), np.float32)  # collection thresholds for positives / negatives (0: none)
@@ -380,9 +483,9 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
             j = first + r
             row = rows[row_ids[j]]
             _finish(row, fmax[r], coarse, np.float32(1.0), k, mu, keys[r, 0], found[r, 0] if tp > 0 else 0,
-                    spare, guesses[0], hist, order, pos_i[j], pos_v[j])
+                    spare, guesses[0], hist, order, scratch, pos_i[j], pos_v[j])
             _finish(row, fneg[r], coarse, np.float32(-1.0), k, mu, keys[r, 1], found[r, 1] if tn > 0 else 0,
-                    spare, guesses[1], hist, order, neg_i[j], neg_v[j])
+                    spare, guesses[1], hist, order, scratch, neg_i[j], neg_v[j])
             for q in range(k):  # a row's empty slots (-1) are its last ones
                 if pos_i[j, q] < 0:
                     break

@@ -182,43 +182,65 @@ def _hits8(typingctx, row, first, stride, sign, t):
     return types.uint64(row, first, stride, sign, t), codegen
 
 
-@intrinsic
-def _count_greater(typingctx, values, n, v):
-    """The number of values[:n] greater than v, for int32 values and n a multiple of 16: one loop of
-    16-lane compares with an int32 accumulator (numba's own loop widens the count to int64 lanes,
-    which halves the lanes)."""
-    if not (isinstance(values, types.Array) and values.dtype == types.int32 and values.layout == "C"
-            and n == types.int64 and v == types.int32):
-        return None
+def _count_codegen(ties):
+    """Codegen of _count_greater (ties=False) and _count_tied_greater (ties=True): a loop of 16-lane
+    int32 compares over values[:n] (and lows[:n]) with an int32 accumulator, n a multiple of 16."""
 
     def codegen(context, builder, sig, args):
         i32, i64, lanes = ir.IntType(32), ir.IntType(64), 16
         vec = ir.VectorType(i32, lanes)
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        count = args[1]
-        splat = builder.insert_element(ir.Constant(vec, ir.Undefined), args[2], ir.Constant(i32, 0))
-        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        arrays = [context.make_array(sig.args[a])(context, builder, args[a]).data for a in ((0, 1) if ties else (0,))]
+        count, scalars = args[2 if ties else 1], args[3:] if ties else args[2:]
+
+        def splat(x):
+            v = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+        bounds = [splat(x) for x in scalars]
         entry = builder.block
         head, body, done = (builder.append_basic_block(f"count.{name}") for name in ("head", "body", "done"))
         builder.branch(head)
         builder.position_at_end(head)
-        i = builder.phi(i64)
-        acc = builder.phi(vec)
+        i, acc = builder.phi(i64), builder.phi(vec)
         i.add_incoming(ir.Constant(i64, 0), entry)
         acc.add_incoming(ir.Constant(vec, [0] * lanes), entry)
         builder.cbranch(builder.icmp_signed("<", i, count), body, done)
         builder.position_at_end(body)
-        chunk = builder.load(builder.bitcast(builder.gep(data, [i]), vec.as_pointer()), align=4)
-        acc_next = builder.add(acc, builder.zext(builder.icmp_signed(">", chunk, splat), vec))
+        chunks = [builder.load(builder.bitcast(builder.gep(a, [i]), vec.as_pointer()), align=4) for a in arrays]
+        if ties:  # values[j] == v and lows[j] > low
+            hit = builder.and_(builder.icmp_signed("==", chunks[0], bounds[0]), builder.icmp_signed(">", chunks[1], bounds[1]))
+        else:
+            hit = builder.icmp_signed(">", chunks[0], bounds[0])
+        acc_next = builder.add(acc, builder.zext(hit, vec))
         i.add_incoming(builder.add(i, ir.Constant(i64, lanes)), body)
         acc.add_incoming(acc_next, body)
         builder.branch(head)
         builder.position_at_end(done)
         reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [vec]), "llvm.vector.reduce.add.v16i32")
-        total = builder.call(reduce, [acc])
-        return builder.sext(total, i64)
+        return builder.sext(builder.call(reduce, [acc]), i64)
 
-    return types.int64(values, n, v), codegen
+    return codegen
+
+
+def _int32_array(x):
+    return isinstance(x, types.Array) and x.dtype == types.int32 and x.layout == "C"
+
+
+@intrinsic
+def _count_greater(typingctx, values, n, v):
+    """#{j < n: values[j] > v} for an int32 array and n a multiple of 16, in 16-lane compares with an
+    int32 accumulator (numba's own loop widens such a count to int64 lanes, which halves the lanes)."""
+    if _int32_array(values) and n == types.int64 and v == types.int32:
+        return types.int64(values, n, v), _count_codegen(False)
+    return None
+
+
+@intrinsic
+def _count_tied_greater(typingctx, values, lows, n, v, low):
+    """#{j < n: values[j] == v and lows[j] > low}, as _count_greater."""
+    if _int32_array(values) and _int32_array(lows) and n == types.int64 and v == low == types.int32:
+        return types.int64(values, lows, n, v, low), _count_codegen(True)
+    return None
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -341,13 +363,14 @@ def _collect(row, fine, lo, sign, t, keys, n):
 def _rank_sort(keys, n, order, scratch):
     """order[:n] = keys[:n] sorted descending (n <= RANK_MAX). Keys are distinct, so a key's rank is
     the number of larger keys: an all-pairs count, vectorized and branch-free. It is counted on the
-    keys' value halves (int32: twice the lanes of the int64 keys), padded to a multiple of 16 with
-    -1 (below every value), and only keys whose value is tied (rare in float32, more common in
-    half precision) count the larger id parts among their ties. scratch: int32 [3, RANK_MAX + 16]."""
-    values, ranks, taken = scratch[0], scratch[1], scratch[2]
+    keys' value halves (int32: twice the lanes of the int64 keys; padded to a multiple of 16 with -1,
+    below every value), and only keys whose value is tied (rare in float32, common in half precision)
+    add the tied keys with a larger id part (as int32: -1 - token, which orders like 2**32 - 1 - token).
+    scratch: int32 [4, RANK_MAX + 16]."""
+    values, lows, ranks, taken = scratch[0], scratch[1], scratch[2], scratch[3]
     padded = (n + 15) // 16 * 16
     for i in range(n):
-        values[i] = np.int32(keys[i] >> 32)
+        values[i], lows[i] = np.int32(keys[i] >> 32), np.int32(keys[i] & 0xFFFFFFFF)
     values[n:padded] = -1
     taken[:n] = 0
     for i in range(n):
@@ -357,9 +380,7 @@ def _rank_sort(keys, n, order, scratch):
     for i in range(n):
         rank = ranks[i]
         if taken[rank] > 1:  # value ties: the larger id part (the lower token id) goes first
-            v, key = values[i], keys[i]
-            for j in range(n):
-                rank += (values[j] == v) & (keys[j] > key)
+            rank += _count_tied_greater(values, lows, padded, values[i], lows[i])
         order[rank] = keys[i]
 
 
@@ -444,7 +465,7 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
     mu = k + 3 * int(np.sqrt(k)) + 8  # guesses aim at this many candidates (a margin over k)
     keys = np.empty((ROWS, 2, max(RANK_MAX, 2 * mu) + SLICES), np.int64)  # keys collected during the pass
     order = np.empty(vocab + SLICES, np.int64)
-    scratch = np.empty((3, RANK_MAX + 16), np.int32)  # _rank_sort's buffers
+    scratch = np.empty((4, RANK_MAX + 16), np.int32)  # _rank_sort's buffers
     found = np.zeros((ROWS, 2), np.int64)
     spare = np.empty(vocab + SLICES, np.int64)  # keys of a second read (a failed guess)
     guesses = np.zeros((2, 1), np.float32)  # collection thresholds for positives / negatives (0: none)

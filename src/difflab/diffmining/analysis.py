@@ -243,6 +243,31 @@ def _count_tied_greater(typingctx, values, lows, n, v, low):
     return None
 
 
+@intrinsic
+def _prefetch(typingctx, x, i):
+    """Ask for the cache line holding x[i] to be brought into L2 (llvm.prefetch, locality 2: on
+    the benchmark machine a prefetch into L1 evicted the step being worked on and cost more than it saved)."""
+    if not isinstance(x, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        ptr = builder.bitcast(builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data, [args[1]]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(x, i), codegen
+
+
+@njit(nogil=True, cache=True)
+def _prefetch_lines(x, lo, hi):
+    """Prefetch x[lo:hi] (clipped to x), one request per 64-byte line."""
+    for q in range(max(lo, 0), min(hi, x.shape[0]), 64 // x.itemsize):
+        _prefetch(x, q)
+
+
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _extremes8(x, stride, n, fmax, fneg):
     """fmax[j] = max and fneg[j] = -min of x[j + s * stride], s < SLICES, for j < n: each fine group's
@@ -490,6 +515,9 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
                     found[r, 0] = _collect(row, fmax[r, lo:hi], lo, np.float32(1.0), tp, keys[r, 0], found[r, 0])
                 if tn > 0:
                     found[r, 1] = _collect(row, fneg[r, lo:hi], lo, np.float32(-1.0), tn, keys[r, 1], found[r, 1])
+            # the rows the next step reads: these rows' next fine groups, or the next rows' first ones
+            ahead, shift = (first, chunk) if hi < n_fine else (first + ROWS, -lo)
+            ahead = ahead if ahead + ROWS <= row_ids.shape[0] else -1
             for s in range(SLICES):
                 a, b = s * n_fine + lo, min(s * n_fine + hi, vocab)
                 if b <= a:
@@ -497,6 +525,9 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
                 if n == ROWS:
                     _accumulate4(rows[row_ids[first]][a:b], rows[row_ids[first + 1]][a:b],
                                  rows[row_ids[first + 2]][a:b], rows[row_ids[first + 3]][a:b], sums[a:b], counts[a:b])
+                    if ahead >= 0:  # while this step computes, memory fetches the next step's slice s
+                        for r in range(ROWS):
+                            _prefetch_lines(rows[row_ids[ahead + r]], a + shift, b + shift)
                 else:
                     for r in range(n):
                         _accumulate1(rows[row_ids[first + r]][a:b], sums[a:b], counts[a:b])

@@ -194,3 +194,18 @@ def test_threshold_reuse_across_rows(dtype):
     rows[20] = 0.25
     for k in (5, 20, 100):
         assert_exact(rows.to(dtype), k)
+
+
+@pytest.mark.parametrize("distinct", [3, 40, 10_000])
+def test_rank_sort_orders_keys_with_value_ties(distinct):
+    """The kernel's candidate sort: value halves ranked in int32 lanes, ties ordered by the id half."""
+    from difflab.diffmining.analysis import RANK_MAX, _rank_sort
+
+    rng = np.random.default_rng(distinct)
+    for n in (1, 15, 16, 17, 138, RANK_MAX):
+        values = np.abs(rng.integers(1, distinct + 1, n).astype(np.float32) / 7).view(np.int32).astype(np.int64)
+        ids = rng.choice(49152, n, replace=False)
+        keys = (values << 32) | (0xFFFFFFFF - ids)
+        order = np.full(n + 8, -7, np.int64)
+        _rank_sort(keys.copy(), n, order, np.empty((3, RANK_MAX + 16), np.int32))
+        assert order[:n].tolist() == sorted(keys.tolist(), reverse=True)

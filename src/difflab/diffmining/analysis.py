@@ -20,7 +20,8 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
    per step and row one vectorized loop reads the 8 slices and stores each fine group's maximum and
    minimum once (no read-modify-write of an extrema array), and the per-token sum and positive count
    are added for four rows at a time (each element widened to float64, the accumulator touched once)
-   while the step's data is still in cache.
+   while the step's data is still in cache. After each slice's accumulate the next step's slice is
+   prefetched into L2, so memory streams while the step computes.
 2. Candidates during the pass. Each row and sign has a guess t > 0: the value of the previous row's
    mu-th largest element, mu = k + 3 sqrt(k) + 8 (where that row had fewer than mu candidates, an
    estimate from its sorted candidates, the tail's count taken as locally exponential). Right after
@@ -35,9 +36,13 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
 3. Keys: each candidate becomes the int64 (bits of |value| << 32) | (2**32 - 1 - token id): for
    positive floats the bit pattern orders like the value, so "larger key" is exactly "larger value,
    then lower id". The candidates (about mu) are sorted by rank counting: a key's rank is the number
-   of larger keys, an all-pairs count that vectorizes and has no branch to mispredict (a comparison
-   sort of 100 random keys is bound by mispredicts). Negatives are the same on -diff with the
-   negated group minima.
+   of larger keys, an all-pairs count with no branch to mispredict (a comparison sort of 100 random
+   keys is bound by mispredicts), done in 16-lane int32 compares on the keys' value halves; keys of
+   equal value are then ordered among themselves by a short insertion. Negatives are the same on
+   -diff with the negated group minima.
+The few loops numba's vectorizer will not emit well (the 64-group mask, a group's 8-element compare,
+the int32 counts, prefetches) are written as small llvmlite intrinsics; LLVM lowers their vector
+types to whatever the CPU has (AVX-512, AVX2, or scalar code).
 float16 and bfloat16 rows enter the kernel as their int16 / uint16 bit patterns and every read converts
 in register (`_f32`: hardware vcvtph2ps for float16, a shift for bfloat16), so half rows are read at
 half the bytes, with no conversion pass and no buffer. Rows on other devices (CUDA) take the dense
@@ -182,21 +187,20 @@ def _hits8(typingctx, row, first, stride, sign, t):
     return types.uint64(row, first, stride, sign, t), codegen
 
 
-def _count_codegen(ties):
-    """Codegen of _count_greater (ties=False) and _count_tied_greater (ties=True): a loop of 16-lane
-    int32 compares over values[:n] (and lows[:n]) with an int32 accumulator, n a multiple of 16."""
+@intrinsic
+def _count_greater(typingctx, values, n, v):
+    """#{j < n: values[j] > v} for an int32 array and n a multiple of 16: one loop of 16-lane compares
+    with an int32 accumulator (numba's own loop widens such a count to int64 lanes, halving them)."""
+    if not (isinstance(values, types.Array) and values.dtype == types.int32 and values.layout == "C"
+            and n == types.int64 and v == types.int32):
+        return None
 
     def codegen(context, builder, sig, args):
         i32, i64, lanes = ir.IntType(32), ir.IntType(64), 16
         vec = ir.VectorType(i32, lanes)
-        arrays = [context.make_array(sig.args[a])(context, builder, args[a]).data for a in ((0, 1) if ties else (0,))]
-        count, scalars = args[2 if ties else 1], args[3:] if ties else args[2:]
-
-        def splat(x):
-            v = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-
-        bounds = [splat(x) for x in scalars]
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        bound = builder.insert_element(ir.Constant(vec, ir.Undefined), args[2], ir.Constant(i32, 0))
+        bound = builder.shuffle_vector(bound, bound, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
         entry = builder.block
         head, body, done = (builder.append_basic_block(f"count.{name}") for name in ("head", "body", "done"))
         builder.branch(head)
@@ -204,43 +208,17 @@ def _count_codegen(ties):
         i, acc = builder.phi(i64), builder.phi(vec)
         i.add_incoming(ir.Constant(i64, 0), entry)
         acc.add_incoming(ir.Constant(vec, [0] * lanes), entry)
-        builder.cbranch(builder.icmp_signed("<", i, count), body, done)
+        builder.cbranch(builder.icmp_signed("<", i, args[1]), body, done)
         builder.position_at_end(body)
-        chunks = [builder.load(builder.bitcast(builder.gep(a, [i]), vec.as_pointer()), align=4) for a in arrays]
-        if ties:  # values[j] == v and lows[j] > low
-            hit = builder.and_(builder.icmp_signed("==", chunks[0], bounds[0]), builder.icmp_signed(">", chunks[1], bounds[1]))
-        else:
-            hit = builder.icmp_signed(">", chunks[0], bounds[0])
-        acc_next = builder.add(acc, builder.zext(hit, vec))
+        chunk = builder.load(builder.bitcast(builder.gep(data, [i]), vec.as_pointer()), align=4)
         i.add_incoming(builder.add(i, ir.Constant(i64, lanes)), body)
-        acc.add_incoming(acc_next, body)
+        acc.add_incoming(builder.add(acc, builder.zext(builder.icmp_signed(">", chunk, bound), vec)), body)
         builder.branch(head)
         builder.position_at_end(done)
         reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [vec]), "llvm.vector.reduce.add.v16i32")
         return builder.sext(builder.call(reduce, [acc]), i64)
 
-    return codegen
-
-
-def _int32_array(x):
-    return isinstance(x, types.Array) and x.dtype == types.int32 and x.layout == "C"
-
-
-@intrinsic
-def _count_greater(typingctx, values, n, v):
-    """#{j < n: values[j] > v} for an int32 array and n a multiple of 16, in 16-lane compares with an
-    int32 accumulator (numba's own loop widens such a count to int64 lanes, which halves the lanes)."""
-    if _int32_array(values) and n == types.int64 and v == types.int32:
-        return types.int64(values, n, v), _count_codegen(False)
-    return None
-
-
-@intrinsic
-def _count_tied_greater(typingctx, values, lows, n, v, low):
-    """#{j < n: values[j] == v and lows[j] > low}, as _count_greater."""
-    if _int32_array(values) and _int32_array(lows) and n == types.int64 and v == low == types.int32:
-        return types.int64(values, lows, n, v, low), _count_codegen(True)
-    return None
+    return types.int64(values, n, v), codegen
 
 
 @intrinsic
@@ -386,27 +364,29 @@ def _collect(row, fine, lo, sign, t, keys, n):
 
 @njit(nogil=True, cache=True)
 def _rank_sort(keys, n, order, scratch):
-    """order[:n] = keys[:n] sorted descending (n <= RANK_MAX). Keys are distinct, so a key's rank is
-    the number of larger keys: an all-pairs count, vectorized and branch-free. It is counted on the
-    keys' value halves (int32: twice the lanes of the int64 keys; padded to a multiple of 16 with -1,
-    below every value), and only keys whose value is tied (rare in float32, common in half precision)
-    add the tied keys with a larger id part (as int32: -1 - token, which orders like 2**32 - 1 - token).
-    scratch: int32 [4, RANK_MAX + 16]."""
-    values, lows, ranks, taken = scratch[0], scratch[1], scratch[2], scratch[3]
+    """order[:n] = keys[:n] sorted descending (n <= RANK_MAX). A key's rank is the number of larger
+    keys: an all-pairs count with no branch to mispredict, done on the keys' value halves in 16-lane
+    int32 compares (twice the lanes of the int64 keys; padded to a multiple of 16 with -1, below
+    every value). Keys of equal value share a rank r and fill the slots r, r + 1, ...; each is
+    inserted among the ones already there by its whole key (the lower token id first), a short
+    insertion sort that runs only where values tie (rare in float32, common in half precision).
+    scratch: int32 [3, RANK_MAX + 16]."""
+    values, ranks, taken = scratch[0], scratch[1], scratch[2]
     padded = (n + 15) // 16 * 16
     for i in range(n):
-        values[i], lows[i] = np.int32(keys[i] >> 32), np.int32(keys[i] & 0xFFFFFFFF)
+        values[i] = np.int32(keys[i] >> 32)
     values[n:padded] = -1
     taken[:n] = 0
     for i in range(n):
-        rank = _count_greater(values, padded, values[i])
-        ranks[i] = rank
-        taken[rank] += 1
+        ranks[i] = _count_greater(values, padded, values[i])
     for i in range(n):
-        rank = ranks[i]
-        if taken[rank] > 1:  # value ties: the larger id part (the lower token id) goes first
-            rank += _count_tied_greater(values, lows, padded, values[i], lows[i])
-        order[rank] = keys[i]
+        rank, key = ranks[i], keys[i]
+        slot = rank + taken[rank]
+        taken[rank] += 1
+        while slot > rank and order[slot - 1] < key:
+            order[slot] = order[slot - 1]
+            slot -= 1
+        order[slot] = key
 
 
 @njit(nogil=True, cache=True)
@@ -490,7 +470,7 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
     mu = k + 3 * int(np.sqrt(k)) + 8  # guesses aim at this many candidates (a margin over k)
     keys = np.empty((ROWS, 2, max(RANK_MAX, 2 * mu) + SLICES), np.int64)  # keys collected during the pass
     order = np.empty(vocab + SLICES, np.int64)
-    scratch = np.empty((4, RANK_MAX + 16), np.int32)  # _rank_sort's buffers
+    scratch = np.empty((3, RANK_MAX + 16), np.int32)  # _rank_sort's buffers
     found = np.zeros((ROWS, 2), np.int64)
     spare = np.empty(vocab + SLICES, np.int64)  # keys of a second read (a failed guess)
     guesses = np.zeros((2, 1), np.float32)  # collection thresholds for positives / negatives (0: none)

@@ -330,9 +330,9 @@ def _thresholds(fine, coarse, k, hist):
 def _collect(row, fine, lo, sign, t, keys, n):
     """Append to keys[n:] the keys of sign * row's elements >= t (t > 0) in fine groups lo + g,
     g < len(fine), given those groups' maxima (fine). The fine groups that reach t are found 64 at a
-    time as a bit mask (_mask64) and visited by their set bits; their elements are appended with a
-    branch-free list. Returns the new count, clamped so that keys never overflows (a full buffer
-    fails the guess)."""
+    time as a bit mask (_mask64) and visited by their set bits; each group's 8 elements are compared
+    with t in one vector (_hits8) and only those that reach it become keys. Returns the new count,
+    clamped so that keys never overflows (a full buffer fails the guess)."""
     n_fine = fine.shape[0]
     stride, vocab, cap = (row.shape[0] + SLICES - 1) // SLICES, row.shape[0], keys.shape[0] - SLICES
     full = vocab - (SLICES - 1) * stride  # groups below this have all SLICES elements

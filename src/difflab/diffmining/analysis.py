@@ -477,6 +477,11 @@ def _reduce_rows(rows, row_ids, k, sums, counts, pos_counts, neg_counts, pos_i, 
     chunk = min(CHUNK, n_fine)
     for first in range(0, row_ids.shape[0], ROWS):
         n = min(ROWS, row_ids.shape[0] - first)
+        for j in range(first + ROWS, min(first + 2 * ROWS, row_ids.shape[0])):  # the next rows' output
+            _prefetch_lines(pos_i[j], 0, k)  # lines, so that writing them later does not wait on memory
+            _prefetch_lines(pos_v[j], 0, k)
+            _prefetch_lines(neg_i[j], 0, k)
+            _prefetch_lines(neg_v[j], 0, k)
         found[:] = 0
         tp, tn = guesses[0, 0], guesses[1, 0]
         for lo in range(0, n_fine, chunk):  # one step: fine groups lo..hi, all their slices

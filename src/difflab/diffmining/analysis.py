@@ -21,7 +21,7 @@ How the CPU kernel is fast and still exact (numba, benchmarks/bench_diffmining_c
    minimum once (no read-modify-write of an extrema array), and the per-token sum and positive count
    are added for four rows at a time (each element widened to float64, the accumulator touched once)
    while the step's data is still in cache. After each slice's accumulate the next step's slice is
-   prefetched into L2, so memory streams while the step computes.
+   prefetched into L2, so memory streams while the step computes (the next rows' output lines too).
 2. Candidates during the pass. Each row and sign has a guess t > 0: the value of the previous row's
    mu-th largest element, mu = k + 3 sqrt(k) + 8 (where that row had fewer than mu candidates, an
    estimate from its sorted candidates, the tail's count taken as locally exponential). Right after

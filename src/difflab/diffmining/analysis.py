@@ -81,22 +81,37 @@ _VIEW = {torch.float32: torch.float32, torch.float16: torch.int16, torch.bfloat1
 # --------------------------------------------------------------------------- CPU kernel (numba)
 
 
+def _ir_type(scalar, lanes):
+    return scalar if lanes is None else ir.VectorType(scalar, lanes)
+
+
+def _as_f32(builder, value, dtype, lanes=None):
+    """LLVM IR: an element (or a vector of `lanes`) of a kernel input dtype as float32 (see _f32)."""
+    if dtype == types.float32:
+        return value
+    if dtype == types.int16:  # float16 bits
+        return builder.fpext(builder.bitcast(value, _ir_type(ir.HalfType(), lanes)), _ir_type(ir.FloatType(), lanes))
+    i32 = _ir_type(ir.IntType(32), lanes)  # uint16: bfloat16 bits, the high half of a float32
+    wide = builder.shl(builder.zext(value, i32), _splat(builder, ir.Constant(ir.IntType(32), 16), lanes))
+    return builder.bitcast(wide, _ir_type(ir.FloatType(), lanes))
+
+
+def _splat(builder, value, lanes):
+    """LLVM IR: value repeated over a vector of `lanes` (value itself where lanes is None)."""
+    if lanes is None:
+        return value
+    vec = builder.insert_element(ir.Constant(ir.VectorType(value.type, lanes), ir.Undefined), value,
+                                 ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
 @intrinsic
 def _f32(typingctx, x):
     """An element as float32: float32 as is, int16 as float16 bits (fpext: vcvtph2ps on x86, so loops
     over half rows vectorize with hardware conversion), uint16 as bfloat16 bits (the high half of a
     float32). Numba has no float16 arithmetic on CPU, so half rows reach the kernel as integer views."""
-    if x == types.float32:
-        return types.float32(x), lambda context, builder, sig, args: args[0]
-    if x == types.int16:
-        def half(context, builder, sig, args):
-            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
-        return types.float32(x), half
-    if x == types.uint16:
-        def bfloat(context, builder, sig, args):
-            wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
-            return builder.bitcast(wide, ir.FloatType())
-        return types.float32(x), bfloat
+    if x in (types.float32, types.int16, types.uint16):
+        return types.float32(x), lambda context, builder, sig, args: _as_f32(builder, args[0], x)
     return None
 
 
@@ -128,9 +143,7 @@ def _mask64(typingctx, fine, start, t):
         v64 = ir.VectorType(ir.FloatType(), 64)
         ptr = builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data, [args[1]])
         values = builder.load(builder.bitcast(ptr, v64.as_pointer()), align=4)
-        vt = builder.insert_element(ir.Constant(v64, ir.Undefined), args[2], ir.Constant(ir.IntType(32), 0))
-        vt = builder.shuffle_vector(vt, vt, ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))  # splat t
-        bits = builder.fcmp_ordered(">=", values, vt)
+        bits = builder.fcmp_ordered(">=", values, _splat(builder, args[2], 64))
         return builder.bitcast(bits, ir.IntType(64))
 
     return types.uint64(fine, start, t), codegen
@@ -148,18 +161,6 @@ def _ctz(typingctx, x):
     return types.uint64(x), codegen
 
 
-def _vector_f32(builder, dtype, lanes):
-    """(vector type to load, converter to <lanes x float>) for rows of dtype (as in _f32)."""
-    f32 = ir.VectorType(ir.FloatType(), lanes)
-    if dtype == types.float32:
-        return f32, lambda v: v
-    if dtype == types.int16:
-        return ir.VectorType(ir.IntType(16), lanes), lambda v: builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), lanes)), f32)
-    i32 = ir.VectorType(ir.IntType(32), lanes)
-    return ir.VectorType(ir.IntType(16), lanes), lambda v: builder.bitcast(
-        builder.shl(builder.zext(v, i32), ir.Constant(i32, [16] * lanes)), f32)
-
-
 @intrinsic
 def _hits8(typingctx, row, first, stride, sign, t):
     """Bit s set where sign * row[first + s * stride] >= t, s < SLICES: a fine group's elements read
@@ -168,20 +169,14 @@ def _hits8(typingctx, row, first, stride, sign, t):
         return None
 
     def codegen(context, builder, sig, args):
-        vty, convert = _vector_f32(builder, row.dtype, SLICES)
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
         first_, stride_ = args[1], args[2]
-        vec = ir.Constant(vty, ir.Undefined)
+        vec = ir.Constant(ir.VectorType(data.type.pointee, SLICES), ir.Undefined)
         for s in range(SLICES):
             at = builder.add(first_, builder.mul(stride_, ir.Constant(stride_.type, s))) if s else first_
             vec = builder.insert_element(vec, builder.load(builder.gep(data, [at])), ir.Constant(ir.IntType(32), s))
-        f32 = ir.VectorType(ir.FloatType(), SLICES)
-
-        def splat(x):
-            v = builder.insert_element(ir.Constant(f32, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), SLICES), [0] * SLICES))
-
-        bits = builder.fcmp_ordered(">=", builder.fmul(convert(vec), splat(args[3])), splat(args[4]))
+        values = builder.fmul(_as_f32(builder, vec, row.dtype, SLICES), _splat(builder, args[3], SLICES))
+        bits = builder.fcmp_ordered(">=", values, _splat(builder, args[4], SLICES))
         return builder.zext(builder.bitcast(bits, ir.IntType(SLICES)), ir.IntType(64))
 
     return types.uint64(row, first, stride, sign, t), codegen
@@ -199,8 +194,7 @@ def _count_greater(typingctx, values, n, v):
         i32, i64, lanes = ir.IntType(32), ir.IntType(64), 16
         vec = ir.VectorType(i32, lanes)
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        bound = builder.insert_element(ir.Constant(vec, ir.Undefined), args[2], ir.Constant(i32, 0))
-        bound = builder.shuffle_vector(bound, bound, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        bound = _splat(builder, args[2], lanes)
         entry = builder.block
         head, body, done = (builder.append_basic_block(f"count.{name}") for name in ("head", "body", "done"))
         builder.branch(head)

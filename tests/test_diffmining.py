@@ -145,16 +145,34 @@ def test_resolve_layer():
         extract.resolve_layer(31, 30)
 
 
+class _Vocab:
+    """A tokenizer as shared_vocabulary sees it: only get_vocab()."""
+
+    def __init__(self, vocab: dict):
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict:
+        return dict(self.vocab)
+
+
 def test_tokenizers_must_agree_on_shared_ids(tokenizer):
     from tiny import build_tokenizer
 
-    other = build_tokenizer(vocab_size=380)
+    vocab = dict(tokenizer.get_vocab())
     same = extract.shared_vocabulary(tokenizer, tokenizer, 400, 402)
     assert same["shared_vocab_size"] == 400 and same["vocab_sizes_differ"]
-    vocab = dict(tokenizer.get_vocab())
-    if any(vocab.get(t) != i for t, i in other.get_vocab().items()):
-        with pytest.raises(DifflabError, match="disagree on token id"):
-            extract.shared_vocabulary(tokenizer, other, 400, 380)
+    # A smaller tokenizer built the same way is a prefix of this one: compared over its ids.
+    prefix = extract.shared_vocabulary(tokenizer, build_tokenizer(vocab_size=380), 400, 380)
+    assert prefix["shared_vocab_size"] == 380 and prefix["vocab_sizes_differ"]
+    # A finetune that added two tokens into padded rows of the same logits width: its new ids are not compared.
+    added = _Vocab({**vocab, "<new_a>": len(vocab), "<new_b>": len(vocab) + 1})
+    grown = extract.shared_vocabulary(_Vocab(vocab), added, len(vocab) + 8, len(vocab) + 8)
+    assert grown["shared_vocab_size"] == len(vocab) and grown["finetuned_tokenizer_size"] == len(vocab) + 2
+    # Two ids swapped: the tokenizers disagree on a shared id, which is named.
+    (a, i), (b, j) = sorted(vocab.items(), key=lambda item: item[1])[10:12]
+    swapped = _Vocab({**vocab, a: j, b: i})
+    with pytest.raises(DifflabError, match=f"disagree on token id {i} "):
+        extract.shared_vocabulary(tokenizer, swapped, 400, 400)
 
 
 def test_raised_token_tops_the_diff_in_memory_and_on_disk(raised_pair, tmp_path):
@@ -194,6 +212,14 @@ def test_raised_token_tops_the_diff_in_memory_and_on_disk(raised_pair, tmp_path)
     assert disk.topk_pos_counts.argmax().item() == token_id
     assert disk.total_positions == red.total_positions
     assert abs(int(disk.topk_pos_counts[token_id]) - int(red.topk_pos_counts[token_id])) <= 2
+
+    # Logits on disk cut to a vocabulary subset: the likelihood ratios still come from the full
+    # vocabulary (log-probs stored beside the cut logits), equal to the in-memory ones.
+    extract.save_logits(base, tokens, out_b, batch_size=4, dtype="float32", vocab_size_limit=50)
+    extract.save_logits(finetuned, tokens, out_f, batch_size=4, dtype="float32", vocab_size_limit=50)
+    cut, cut_ratios = extract.reduce_saved_logits(out_b, out_f, base, finetuned, tokens, k=5, likelihood_ratios=True)
+    assert cut.vocab_size == 50 and cut.total_positions == red.total_positions
+    assert torch.allclose(torch.tensor(cut_ratios, dtype=torch.float64), expected.double(), atol=1e-4)
 
 
 def test_logits_that_would_not_fit_the_disk_are_refused(raised_pair, tmp_path, monkeypatch):

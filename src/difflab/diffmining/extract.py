@@ -178,9 +178,12 @@ def shared_vocabulary(base_tokenizer, ft_tokenizer, base_logits_dim: int, ft_log
             raise DifflabError(
                 f"the base and finetuned tokenizers disagree on token id {i} "
                 f"({base_vocab.get(i)!r} vs {ft_vocab.get(i)!r}): their logits cannot be compared")
+    shared = min(base_logits_dim, ft_logits_dim)
+    if len(base_vocab) != len(ft_vocab):  # a finetune that added tokens (perhaps into padded rows of the
+        shared = min(shared, shared_tokens)  # same logits width): its new ids are not compared
     return {"base_tokenizer_size": len(base_vocab), "finetuned_tokenizer_size": len(ft_vocab),
             "base_logits_dim": base_logits_dim, "finetuned_logits_dim": ft_logits_dim,
-            "shared_vocab_size": min(base_logits_dim, ft_logits_dim),
+            "shared_vocab_size": shared,
             "vocab_sizes_differ": base_logits_dim != ft_logits_dim or len(base_vocab) != len(ft_vocab)}
 
 
@@ -197,19 +200,30 @@ def _batches(tensors: dict, batch_size: int):
         yield start, {k: v[start:start + batch_size] for k, v in tensors.items()}
 
 
+def _next_logprob(logits: torch.Tensor, ids: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """log p(next token) at the positions (seq, pos), from their full-vocabulary logits [P, V]
+    (the last position of a row has no next token: its value is never counted)."""
+    nxt = torch.clamp(pos + 1, max=ids.shape[1] - 1)
+    target = ids[seq, nxt].to(logits.device).unsqueeze(-1)
+    return torch.log_softmax(logits.float(), -1).gather(-1, target).squeeze(-1).cpu()
+
+
+def _sum_log_ratio(lp_ft: torch.Tensor, lp_base: torch.Tensor, batch: dict, seq: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+    """Per sample: sum over the positions (seq, pos) that have a real next token of lp_ft - lp_base."""
+    ids, attention = batch["input_ids"], batch["attention_mask"].bool()
+    has_next = pos + 1 < ids.shape[1]
+    scored = has_next & attention[seq, torch.where(has_next, pos + 1, pos)]
+    per_position = (lp_ft.double() - lp_base.double()) * scored
+    return torch.zeros(ids.shape[0], dtype=torch.float64).index_add_(0, seq, per_position)
+
+
 def _sequence_log_ratio(lf: torch.Tensor, lb: torch.Tensor, batch: dict) -> torch.Tensor:
     """Per sample: sum over analysed positions of log p_ft(next token) - log p_base(next token).
-    lf, lb: the logits [P, V] of the analysed positions (batch["analysis_mask"], row-major order)."""
-    ids, attention = batch["input_ids"], batch["attention_mask"].bool()
+    lf, lb: the full-vocabulary logits [P, V] of the analysed positions (batch["analysis_mask"], row-major order)."""
     seq, pos = torch.nonzero(batch["analysis_mask"], as_tuple=True)
-    has_next = pos + 1 < ids.shape[1]
-    nxt = torch.where(has_next, pos + 1, pos)
-    scored = has_next & attention[seq, nxt]  # the next token is a real one
-    target = ids[seq, nxt].to(lf.device).unsqueeze(-1)
-    ft = torch.log_softmax(lf, -1).gather(-1, target).squeeze(-1)
-    base = torch.log_softmax(lb, -1).gather(-1, target).squeeze(-1)
-    per_position = ((ft - base) * scored.to(lf.device)).double().cpu()
-    return torch.zeros(ids.shape[0], dtype=torch.float64).index_add_(0, seq, per_position)
+    ids = batch["input_ids"]
+    return _sum_log_ratio(_next_logprob(lf, ids, seq, pos), _next_logprob(lb, ids, seq, pos), batch, seq, pos)
 
 
 def _load_pair(base_dir, ft_dir, device, dtype):
@@ -282,12 +296,18 @@ def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Pa
             f"but only {free / 2**30:.1f} GiB is free; set vocab_size_limit, fewer samples, or in_memory: true")
     extractor = LogitExtractor(loaded.model, method, layer, loaded.tokenizer, identity_prompt)
     logits = torch.empty(n, t, vocab, dtype=torch.float16)
+    next_logprob = torch.zeros(n, t, dtype=torch.float32)  # from the full vocabulary, for likelihood ratios
     for start, batch in tqdm(list(_batches(tensors, batch_size)), desc=f"logits {Path(model_dir).name}", unit="batch"):
-        logits[start:start + batch["input_ids"].shape[0]] = extractor(batch["input_ids"], batch["attention_mask"])[..., :vocab].half().cpu()
+        ids = batch["input_ids"]
+        full = extractor(ids, batch["attention_mask"])
+        seq, pos = torch.nonzero(torch.ones(ids.shape, dtype=torch.bool), as_tuple=True)
+        next_logprob[start:start + ids.shape[0]] = _next_logprob(full.reshape(-1, full.shape[-1]), ids, seq, pos).view(ids.shape)
+        logits[start:start + ids.shape[0]] = full[..., :vocab].half().cpu()
+        del full
     meta = {"model": {"path": str(loaded.path), "fingerprint": loaded.fingerprint}, "device": loaded.device,
             "dtype": loaded.dtype, "extraction": extractor.describe(), "logits_dim": _logits_dim(loaded.model),
             "stored_vocab": vocab, "dataset": data_meta}
-    io.write_safetensors(out_path, {"logits": logits}, {"meta": json.dumps(meta, sort_keys=True)})
+    io.write_safetensors(out_path, {"logits": logits, "next_logprob": next_logprob}, {"meta": json.dumps(meta, sort_keys=True)})
     return meta
 
 
@@ -311,9 +331,10 @@ def reduce_saved_logits(base_logits: str | Path, ft_logits: str | Path, base_dir
         for start, batch in _batches(tensors, batch_size):
             stop = start + batch["input_ids"].shape[0]
             lb, lf = sb[start:stop].float(), sf[start:stop].float()
-            if likelihood_ratios:
-                where = batch["analysis_mask"].bool()
-                ratios.extend(_sequence_log_ratio(lf[where], lb[where], batch).tolist())
+            if likelihood_ratios:  # from the full-vocabulary log-probs stored beside the (maybe cut) logits
+                seq, pos = torch.nonzero(batch["analysis_mask"], as_tuple=True)
+                lp_b, lp_f = (f.get_slice("next_logprob")[start:stop][seq, pos] for f in (fb, ff))
+                ratios.extend(_sum_log_ratio(lp_f, lp_b, batch, seq, pos).tolist())
             reducer.update(lf[..., :size] - lb[..., :size], batch["analysis_mask"], sequence_offset=start)
     meta = {"base": meta_b["model"], "finetuned": meta_f["model"], "device": meta_b["device"], "dtype": meta_b["dtype"],
             "extraction": meta_b["extraction"], "vocabulary": vocab, "analysed_vocab_size": size, "k": k,

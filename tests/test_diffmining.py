@@ -234,6 +234,29 @@ def test_logits_that_would_not_fit_the_disk_are_refused(raised_pair, tmp_path, m
     assert extract.logits_bytes(8192, 64, 49152) == 8192 * 64 * 96 * 1024
 
 
+def test_logits_are_written_in_place_into_a_readable_safetensors_file(tmp_path):
+    """save_logits fills its file batch by batch through io.safetensors_writer (never the whole
+    tensor in memory): mixed widths stay aligned, safetensors reads it back, a failure leaves nothing."""
+    from difflab import io
+
+    path = tmp_path / "x.safetensors"
+    specs = {"logits": (torch.float16, (3, 5, 7)), "next_logprob": (torch.float32, (3, 5)), "flag": (torch.bfloat16, (3,))}
+    with io.safetensors_writer(path, specs, {"meta": "m"}) as out:
+        assert not path.exists()  # renamed into place only at the end
+        for start in range(3):
+            out["logits"][start] = torch.arange(35).view(5, 7).half() + start
+            out["next_logprob"][start] = -float(start)
+        out["flag"][:] = torch.tensor([1.5, -2.0, 0.25])
+    tensors, meta = io.read_safetensors(path)
+    assert meta == {"meta": "m"}
+    assert torch.equal(tensors["logits"][2], torch.arange(35).view(5, 7).half() + 2)
+    assert tensors["next_logprob"][:, 0].tolist() == [0.0, -1.0, -2.0]
+    assert tensors["flag"].tolist() == [1.5, -2.0, 0.25]
+    with pytest.raises(RuntimeError, match="boom"), io.safetensors_writer(tmp_path / "y.safetensors", specs) as out:
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.safetensors"]
+
+
 # --------------------------------------------------------------------------- orderings and NMF
 
 

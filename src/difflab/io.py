@@ -111,6 +111,57 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str
     return Path(path)
 
 
+_SAFETENSORS_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64", "int16": "I16",
+                       "int32": "I32", "int64": "I64", "uint8": "U8", "bool": "BOOL"}
+
+
+@contextlib.contextmanager
+def safetensors_writer(path: str | os.PathLike, specs: dict, metadata: dict[str, str] | None = None) -> Iterator[dict]:
+    """A safetensors file larger than memory, filled in place: yields {name: tensor} views of the file
+    (memory-mapped) for specs {name: (torch dtype, shape)}; fill them inside the block. The space is
+    reserved up front (posix_fallocate: a full disk fails here, with nothing written, and jobs started
+    later see it as used), and the file is renamed into place only if the block succeeds."""
+    import mmap
+
+    import numpy as np
+    import torch
+
+    header, offset = {}, 0
+    width = {name: torch.empty(0, dtype=dtype).element_size() for name, (dtype, _shape) in specs.items()}
+    for name in sorted(specs, key=lambda name: -width[name]):  # wider elements first: every tensor aligned
+        dtype, shape = specs[name]  # (the format allows no gaps between tensors)
+        size = int(np.prod(shape, dtype=np.int64)) * width[name]
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # data starts 8-byte aligned
+    start = 8 + len(text)
+    with atomic_path(path) as tmp, open(tmp, "r+b") as fh:
+        fh.write(len(text).to_bytes(8, "little") + text)
+        fh.flush()
+        if offset:
+            try:
+                os.posix_fallocate(fh.fileno(), 0, start + offset)
+            except OSError as exc:
+                raise DifflabError(f"{path}: cannot reserve {(start + offset) / 2**30:.2f} GiB ({exc.strerror})") from None
+            mapped = mmap.mmap(fh.fileno(), start + offset)
+            buffer = torch.frombuffer(mapped, dtype=torch.uint8)
+            views = {name: buffer[start + h["data_offsets"][0]:start + h["data_offsets"][1]].view(specs[name][0]).view(specs[name][1])
+                     for name, h in header.items() if name != "__metadata__"}
+            try:
+                yield views
+                mapped.flush()
+            finally:
+                del views, buffer
+                with contextlib.suppress(BufferError):  # a caller still holds a view: closed when it goes
+                    mapped.close()
+        else:
+            yield {name: torch.empty(shape, dtype=dtype) for name, (dtype, shape) in specs.items()}
+
+
 def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict]:
     from safetensors import safe_open
 

@@ -286,7 +286,7 @@ def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Pa
     vocab = _logits_dim(loaded.model)
     vocab = min(vocab, vocab_size_limit) if vocab_size_limit else vocab
     n, t = tensors["input_ids"].shape
-    need = logits_bytes(n, t, vocab)
+    need = logits_bytes(n, t, vocab) + n * t * 4  # and the float32 next-token log-probs
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out_path.parent).free
@@ -295,19 +295,20 @@ def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Pa
             f"{out_path}: the logits need {need / 2**30:.1f} GiB ({n} samples x {t} tokens x {vocab} ids in fp16) "
             f"but only {free / 2**30:.1f} GiB is free; set vocab_size_limit, fewer samples, or in_memory: true")
     extractor = LogitExtractor(loaded.model, method, layer, loaded.tokenizer, identity_prompt)
-    logits = torch.empty(n, t, vocab, dtype=torch.float16)
-    next_logprob = torch.zeros(n, t, dtype=torch.float32)  # from the full vocabulary, for likelihood ratios
-    for start, batch in tqdm(list(_batches(tensors, batch_size)), desc=f"logits {Path(model_dir).name}", unit="batch"):
-        ids = batch["input_ids"]
-        full = extractor(ids, batch["attention_mask"])
-        seq, pos = torch.nonzero(torch.ones(ids.shape, dtype=torch.bool), as_tuple=True)
-        next_logprob[start:start + ids.shape[0]] = _next_logprob(full.reshape(-1, full.shape[-1]), ids, seq, pos).view(ids.shape)
-        logits[start:start + ids.shape[0]] = full[..., :vocab].half().cpu()
-        del full
     meta = {"model": {"path": str(loaded.path), "fingerprint": loaded.fingerprint}, "device": loaded.device,
             "dtype": loaded.dtype, "extraction": extractor.describe(), "logits_dim": _logits_dim(loaded.model),
             "stored_vocab": vocab, "dataset": data_meta}
-    io.write_safetensors(out_path, {"logits": logits, "next_logprob": next_logprob}, {"meta": json.dumps(meta, sort_keys=True)})
+    # Written batch by batch into the file (memory-mapped), so the logits never have to fit in memory;
+    # next_logprob, from the full vocabulary, serves the likelihood ratios where the logits are cut.
+    specs = {"logits": (torch.float16, (n, t, vocab)), "next_logprob": (torch.float32, (n, t))}
+    with io.safetensors_writer(out_path, specs, {"meta": json.dumps(meta, sort_keys=True)}) as out:
+        for start, batch in tqdm(list(_batches(tensors, batch_size)), desc=f"logits {Path(model_dir).name}", unit="batch"):
+            ids = batch["input_ids"]
+            full = extractor(ids, batch["attention_mask"])
+            seq, pos = torch.nonzero(torch.ones(ids.shape, dtype=torch.bool), as_tuple=True)
+            out["next_logprob"][start:start + ids.shape[0]] = _next_logprob(full.reshape(-1, full.shape[-1]), ids, seq, pos).view(ids.shape)
+            out["logits"][start:start + ids.shape[0]] = full[..., :vocab].half().cpu()
+            del full
     return meta
 
 

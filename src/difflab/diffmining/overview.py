@@ -1,8 +1,8 @@
 """The agent's view of a run: saved orderings -> one compact JSON message, and what the LLM makes of it.
 
-    get_overview(orderings, budget)   token groups per (anonymized) dataset and ordering, within a
-                                      token budget split evenly across the groups (counted with
-                                      tiktoken's cl100k encoding, as an LLM would see the JSON)
+    get_overview(orderings, budget)   token groups per (anonymized) dataset and ordering, the whole
+                                      message within a token budget split evenly across the groups
+                                      (counted with tiktoken's cl100k encoding, as an LLM sees the JSON)
     ask(overview, question, client)   the overview and a question to the configured LLM client
     grade_relevance(...)              optional LLM judge: is each top token relevant to a description?
 """
@@ -35,8 +35,10 @@ def get_overview(orderings_files: dict[tuple[str, str], str | Path], token_budge
                  datasets: list[str] | None = None) -> dict:
     """One JSON-able message from orderings files keyed by (ordering_type, dataset).
 
-    Each (dataset, ordering) group gets an equal share of `token_budget` and lists its best tokens
-    as [token, value, avg_diff] rows until its share is spent. Dataset names become ds1, ds2, ... in the
+    The whole message the agent gets stays within `token_budget` (cl100k tokens): its structure is
+    counted first (a budget below it is an error), each (dataset, ordering) group lists its best tokens
+    as [token, value, avg_diff] rows within an equal share of the rest, and what the share estimates
+    leave unspent goes, one row at a time, to the shortest lists. Dataset names become ds1, ds2, ... in the
     order given (the mapping is returned separately in `_dataset_names`, never sent to the LLM).
     """
     if not orderings_files:
@@ -48,23 +50,48 @@ def get_overview(orderings_files: dict[tuple[str, str], str | Path], token_budge
         data = read_orderings(path)
         for ordering in data["orderings"]:
             groups.append((dataset, ordering_type, ordering, data))
-    share = max(token_budget // max(len(groups), 1), 1)
+    # The message's structure (keys, labels, counts) is counted first; what is left of the budget is
+    # split evenly across the groups, and each lists its best tokens until its share is spent.
     message: dict = {"columns": ["token", "ordering_value", "avg_logit_diff"], "datasets": {}}
+    lists = []
     for dataset, ordering_type, ordering, data in groups:
         ds = message["datasets"].setdefault(alias[dataset], {"positions": data["total_positions"], "top_k": data["k"], "orderings": {}})
         label = ordering_type if ordering["ordering_id"] == "global" else f"{ordering_type}:{ordering['ordering_id']}"
-        tokens = []
-        used = _count_tokens(label) + 4
-        for entry in ordering["tokens"]:
+        ds["orderings"][label] = []
+        lists.append((ds["orderings"][label], ordering["tokens"]))
+    message["token_budget"] = message["tokens_used"] = token_budget  # as many digits as the final count, or more
+    structure = _count_tokens(message)
+    if structure > token_budget:
+        raise DifflabError(f"overview: token_budget {token_budget} is below the {structure} tokens the message's "
+                           f"structure alone takes ({len(groups)} dataset/ordering groups); raise diffmining.overview.token_budget")
+    share = (token_budget - structure) // max(len(groups), 1)
+    for tokens, entries in lists:
+        used = 0
+        for entry in entries:
             item = [entry["token_str"], round(entry["ordering_value"], 3), round(entry["avg_logit_diff"], 2)]
-            cost = _count_tokens(item) + 1
+            cost = _count_tokens(item) + 1  # and its separator
             if used + cost > share:
                 break
             tokens.append(item)
             used += cost
-        ds["orderings"][label] = tokens
-    message["token_budget"] = token_budget
-    message["tokens_used"] = _count_tokens(message)
+    total = _count_tokens(message)
+    while total > token_budget:  # the per-item counts are estimates of the joined text: trim the longest lists
+        max(lists, key=lambda pair: len(pair[0]))[0].pop()
+        total = _count_tokens(message)
+    open_lists = [pair for pair in lists if len(pair[0]) < len(pair[1])]
+    while open_lists:  # what the estimates left unspent: one more token for the shortest list while it fits
+        tokens, entries = min(open_lists, key=lambda pair: len(pair[0]))
+        entry = entries[len(tokens)]
+        tokens.append([entry["token_str"], round(entry["ordering_value"], 3), round(entry["avg_logit_diff"], 2)])
+        count = _count_tokens(message)
+        if count > token_budget:
+            tokens.pop()
+            open_lists.remove((tokens, entries))
+        else:
+            total = count
+            if len(tokens) == len(entries):
+                open_lists.remove((tokens, entries))
+    message["tokens_used"] = total
     return {**message, "_dataset_names": alias}
 
 

@@ -277,6 +277,11 @@ def test_orderings_values_are_exact_on_hand_made_diffs():
     ids, values = orderings.fraction_positive_diff(red)
     assert dict(zip(ids.tolist(), values.tolist())) == {0: 0.75, 1: 0.75, 2: 0.5, 4: 0.75}
     assert red.avg_logit_diff.tolist() == pytest.approx([1.25, 0.625, 0.5, 0.0, 0.175])
+    # Ranked: value descending, ties to the lower id, whatever order the ids come in.
+    words = _Tok([" alpha", " beta", " gamma", " delta", " eps"])
+    flipped = orderings.make_entries(ids.flip(0), values.flip(0), red, words, limit=10)
+    assert [e["token_id"] for e in flipped] == [0, 1, 4, 2]
+    assert [e["ordering_value"] for e in flipped] == [0.75, 0.75, 0.75, 0.5]
 
 
 class _Tok:

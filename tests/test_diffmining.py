@@ -324,6 +324,27 @@ def test_nmf_separates_two_groups_of_co_occurring_tokens():
     assert info_kl["beta"] == 1 and info_kl["orthogonal_weight"] == 0.5 and (w_kl >= 0).all()
 
 
+def test_nmf_orthogonality_penalty_makes_topics_share_fewer_tokens():
+    """Three topics over overlapping token sets (each shares a token with the next): the penalty on
+    W^T W must push the topics' token weights apart, at both beta divergences."""
+    gen = torch.Generator().manual_seed(0)
+    groups = [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 0]]
+    rows = torch.full((60, 12), -1.0)
+    for i in range(60):
+        rows[i, groups[i % 3]] = torch.rand(4, generator=gen) + 1
+    red = _reductions(rows, k=4)
+
+    def overlap(w):  # mean cosine between two different topics' token weights
+        w = w / w.norm(dim=0, keepdim=True)
+        gram = w.T @ w
+        return float((gram.sum() - gram.diag().sum()) / (w.shape[1] * (w.shape[1] - 1)))
+
+    for beta in (1, 2):
+        plain = overlap(nmf.nmf_topics(red, n_topics=3, beta=beta, seed=0)[1])
+        apart = overlap(nmf.nmf_topics(red, n_topics=3, beta=beta, orthogonal_weight=2.0, seed=0)[1])
+        assert plain > 0.2 and apart < 0.5 * plain, (beta, plain, apart)
+
+
 def test_nmf_and_cooccurrence_errors():
     red = _reductions(torch.full((3, 6), -1.0), k=2)
     with pytest.raises(DifflabError, match="no token ever entered"):

@@ -396,7 +396,32 @@ def test_ask_and_relevance_go_through_the_llm_client(tmp_path, tiny_config, tiny
     graded = overview.grade_relevance(path, "zebras playing the violin", client, top_n=2)
     labels = graded["orderings"]["global"]["tokens"]
     assert [x["token_str"] for x in labels] == ["zebra", "violin"]
-    assert all(x["relevant"] in (True, False, None) for x in labels)
     assert overview.parse_yes_no("Yes, it is.") is True and overview.parse_yes_no("no") is False
+
+
+def test_relevance_labels_and_fraction_follow_the_judges_answers(tmp_path):
+    """The judge's answers (here canned, per token in the prompt) become labels; unparseable ones are
+    left out of fraction_relevant, and only the top_n tokens are asked about."""
+    import types
+
+    canned = {"zebra": "Yes.", "violin": "no, unrelated", "table": "I cannot say", "chair": "yes"}
+
+    class Judge:
+        def __init__(self):
+            self.prompts = []
+
+        def chat(self, prompts, params=None):
+            self.prompts += prompts
+            return [types.SimpleNamespace(text=next(a for t, a in canned.items() if repr(t) in p[0]["content"]))
+                    for p in prompts]
+
+    path = _write_orderings(tmp_path / "o.json", "d", ["zebra", "violin", "table", "chair", "sofa"])
+    judge = Judge()
+    graded = overview.grade_relevance(path, "zebras playing the violin", judge, top_n=4)
+    result = graded["orderings"]["global"]
+    assert [(x["token_str"], x["relevant"]) for x in result["tokens"]] == [
+        ("zebra", True), ("violin", False), ("table", None), ("chair", True)]
+    assert result["n_graded"] == 3 and result["fraction_relevant"] == pytest.approx(2 / 3)
+    assert len(judge.prompts) == 4 and "zebras playing the violin" in judge.prompts[0][0]["content"]
     assert overview.parse_yes_no("maybe") is None
     json.dumps(graded)

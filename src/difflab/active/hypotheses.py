@@ -20,12 +20,14 @@ import re
 from collections import Counter
 
 import numpy as np
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 WORD = re.compile(r"[a-z][a-z'-]{2,}")
 
 
 def words(text: str) -> list[str]:
+    # imported here: scikit-learn costs ~1.5 s to import, which every active job would pay
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     return [w for w in WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS]
 
 

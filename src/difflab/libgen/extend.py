@@ -10,8 +10,6 @@ left, and (after the first cycle) the score improved by more than `min_improveme
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from difflab.libgen import prompts
 from difflab.libgen.api import Module, parse_proposal
@@ -24,6 +22,9 @@ def cluster_failures(failures: list[dict], n_clusters: int, seed: int = 0) -> li
     k = max(1, min(n_clusters, len(failures)))
     if k == 1:
         return [list(range(len(failures)))]
+    from sklearn.cluster import KMeans  # here, not at the top: scikit-learn costs ~2 s to import, and
+    from sklearn.feature_extraction.text import TfidfVectorizer  # only this stage of libgen uses it
+
     texts = [f"{f['instruction']} {f['error_class']} {(f.get('message') or '').splitlines()[0] if f.get('message') else ''}"
              for f in failures]
     matrix = TfidfVectorizer(min_df=1).fit_transform(texts)

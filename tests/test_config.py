@@ -84,3 +84,18 @@ def test_snakemake_refuses_bad_config_before_any_rule(tmp_path):
     assert lines and "unknown key" in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_the_paper_scale_example_config_is_valid_and_plans_the_reference_runs(tmp_path):
+    """config/diffmining-paper.yaml, given on top of the defaults as its header says, passes the schema
+    and plans diffmining at the reference scale (8192 x 64, K = 100, direct and the logit lens at 75%)."""
+    paper = yaml.safe_load((REPO / "config" / "diffmining-paper.yaml").read_text())
+    cfg = config.check(config.deep_merge(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), paper))
+    assert (cfg["diffmining"]["n_samples"], cfg["diffmining"]["top_k"], cfg["diffmining"]["nmf"]["n_topics"]) == (8192, 100, 3)
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                          "--configfile", str(REPO / "config" / "config.yaml"), str(REPO / "config" / "diffmining-paper.yaml"),
+                          "--dry-run", "--cores", "2"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    planned = out.stdout + out.stderr
+    for run in ("direct/n8192_t64_seed0_top100", "logit_lens_l0.75/n8192_t64_seed0_top100"):
+        assert f"results/diffmining/smollm2-135m-instruct/bake-temp/{run}/run_metadata.json" in planned, planned[-2000:]

@@ -62,6 +62,9 @@ def test_chat_positions_count_by_the_token_they_predict(tokenizer):
     n = len(rendered.ids)
     expected = rendered.assistant[1:] + [False]
     assert mask[:n] == expected and not any(mask[n:])
+    # Read back: the tokens the counted positions predict are exactly the answer and its end-of-turn.
+    predicted = [rendered.ids[i + 1] for i, counted in enumerate(mask[:n]) if counted]
+    assert tokenizer.decode(predicted) == "The capital of France is Paris.<|im_end|>"
     # The first counted position is the last prompt token: it predicts the assistant's first token.
     assert mask.index(True) == rendered.prompt_length - 1
     # The end-of-turn token is the assistant's (it is learned); the newline after it is not.
@@ -79,12 +82,44 @@ def test_bad_datasets_fail_with_file_record_and_field(tmp_path, tokenizer):
         data.read_records(bad, "text")
     chat = tmp_path / "chat.jsonl"
     chat.write_text('{"messages": [{"role": "user"}]}\n')
-    with pytest.raises(DifflabError, match=r"chat.jsonl: record 1: field 'messages'"):
+    with pytest.raises(DifflabError, match=r"chat.jsonl: record 1: field 'messages\[0\].content' is missing"):
+        data.read_records(chat, "chat")
+    # Record numbers are the file's lines (a blank line counts), and the field is named down to the message.
+    chat.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n\n'
+                    '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}]}\n')
+    with pytest.raises(DifflabError, match=r"chat.jsonl: record 3: field 'messages\[1\].content' must be a string"):
+        data.read_records(chat, "chat")
+    chat.write_text('{"messages": [{"role": "robot", "content": "hi"}]}\n')
+    with pytest.raises(DifflabError, match=r"record 1: field 'messages\[0\].role' must be one of"):
+        data.read_records(chat, "chat")
+    chat.write_text('{"messages": "hello"}\n')
+    with pytest.raises(DifflabError, match=r"record 1: field 'messages' must be a list"):
         data.read_records(chat, "chat")
     with pytest.raises(DifflabError, match="empty"):
         data.tokenize_dataset([], tokenizer, "text", n_samples=4, max_tokens=8)
     with pytest.raises(DifflabError, match="needs a chat dataset"):
         data.tokenize_dataset([{"text": "x"}], tokenizer, "text", n_samples=4, max_tokens=8, positions="assistant")
+
+
+def test_a_chat_the_template_refuses_names_its_own_record_after_the_shuffle(tmp_path, tokenizer):
+    import copy
+
+    refusing = copy.deepcopy(tokenizer)  # a template that, like many, raises on some conversations
+    refusing.chat_template = ("{% for m in messages %}{% if m.content == 'boom' %}{{ raise_exception('roles must "
+                              "alternate') }}{% endif %}{{ m.role + ': ' + m.content + '\\n' }}{% endfor %}")
+    path = tmp_path / "chat.jsonl"
+    io.write_jsonl(path, [{"messages": [{"role": "user", "content": c}]} for c in ("a", "b", "c", "d", "boom", "e")])
+    records = data.read_records(path, "chat")
+    with pytest.raises(DifflabError, match=r"chat.jsonl: record 5: field 'messages': the chat template cannot render "
+                                           r"them \(.*roles must alternate\)"):
+        data.tokenize_dataset(records, refusing, "chat", n_samples=6, max_tokens=16, seed=3, source=str(path))
+
+
+def test_n_positions_keeps_the_first_positions_of_text_samples_too(tokenizer):
+    records = [{"text": "The cat sleeps on the warm windowsill all afternoon."}]
+    out = data.tokenize_dataset(records, tokenizer, "text", n_samples=1, max_tokens=32, n_positions=4)
+    assert out["analysis_mask"][0].nonzero().flatten().tolist() == [0, 1, 2, 3]
+    assert int(out["attention_mask"][0].sum()) > 4
 
 
 def test_parquet_datasets_are_read(tmp_path):
@@ -93,6 +128,9 @@ def test_parquet_datasets_are_read(tmp_path):
     path = tmp_path / "d.parquet"
     pd.DataFrame({"text": ["one sample", "another sample"]}).to_parquet(path)
     assert [r["text"] for r in data.read_records(path, "text")] == ["one sample", "another sample"]
+    pd.DataFrame({"text": ["one sample", " "]}).to_parquet(path)
+    with pytest.raises(DifflabError, match=r"d.parquet: record 2: field 'text' must be a non-empty string"):
+        data.read_records(path, "text")
 
 
 # --------------------------------------------------------------------------- extraction
@@ -171,8 +209,9 @@ def test_tokenizers_must_agree_on_shared_ids(tokenizer):
     # Two ids swapped: the tokenizers disagree on a shared id, which is named.
     (a, i), (b, j) = sorted(vocab.items(), key=lambda item: item[1])[10:12]
     swapped = _Vocab({**vocab, a: j, b: i})
-    with pytest.raises(DifflabError, match=f"disagree on token id {i} "):
-        extract.shared_vocabulary(tokenizer, swapped, 400, 400)
+    with pytest.raises(DifflabError, match=rf"tokenizers of the base model \(m/base\) and the finetuned model "
+                                           rf"\(m/ft\) disagree on token id {i} "):
+        extract.shared_vocabulary(tokenizer, swapped, 400, 400, names=("m/base", "m/ft"))
 
 
 def test_raised_token_tops_the_diff_in_memory_and_on_disk(raised_pair, tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -158,6 +159,34 @@ def test_changed_sampling_parameter_reruns_generation(built):
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
+def test_relevance_grading_builds_an_eval_next_to_each_orderings_file(built):
+    """Off by default; switched on, only the judge's rule (and the metadata) runs, the diffs and
+    orderings being up to date, and its eval.json labels the ordering's top tokens against the organism's description."""
+    workdir, _ = built
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["diffmining"]["relevance"] = {"enabled": True, "top_n": 3}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        # (run_metadata.json records every diffmining parameter, so it is rewritten too: a one-second job)
+        assert planned_rules(workdir) == {"diffmining_relevance", "diffmining_metadata", "all"}
+        run = workdir / "results/diffmining/tiny/zebra/direct/n8_t64_seed0_top10/top_k_occurring/general"
+        snakemake(workdir, "--cores", "2", str((run / "eval.json").relative_to(workdir)))
+        graded = json.loads((run / "eval.json").read_text())
+        assert graded["description"].startswith("A planted phrase") and graded["ordering_type"] == "top_k_occurring"
+        top = json.loads((run / "orderings.json").read_text())["orderings"][0]["tokens"][:3]
+        labels = graded["orderings"]["global"]["tokens"]
+        assert [x["token_id"] for x in labels] == [t["token_id"] for t in top]
+        # each token went to the judge (the tiny model's answers are noise: how they map to labels is
+        # tested on a canned judge in test_diffmining.py)
+        assert all(x["raw"] for x in labels), labels
+    finally:
+        del cfg["diffmining"]["relevance"]
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # Only eval.json was built, so the metadata on disk still records the settings now restored:
+    # switching the judge off again leaves the workflow up to date (and the eval file unused).
+    assert planned_rules(workdir) == set()
+
+
 def test_tiny_workflow_mines_diffs_per_method_and_dataset(built):
     workdir, _ = built
     base_fp = json.loads((workdir / "results/models/tiny/difflab_model.json").read_text())["fingerprint"]
@@ -220,19 +249,28 @@ def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny
                              ask={"enabled": False})
     cfg["diffmining"]["datasets"] = {"general": cfg["diffmining"]["datasets"]["general"]}
     cfg["diffmining"]["extraction"].update(methods=["direct", "logit_lens"], in_memory=False)
+    cfg["diffmining"]["sequence_likelihood_ratios"] = True
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     # Targets are requested by their paths, relative to the workdir. The raised lm_head row shows
     # in the final logits and in the logit lens (which reads the same lm_head at layer 0).
     for extraction in ("direct", "logit_lens_l0.5"):
         run = f"results/diffmining/tiny/tiny-raised/{extraction}/n8_t64_seed0_top10"
+        if extraction == "direct":  # a logits file requested by name is kept: fp16, every position's logits
+            snakemake(workdir, "--cores", "2", f"{run}/logits/finetuned/general.safetensors")
+            stored = load_file(workdir / run / "logits/finetuned/general.safetensors")
+            assert stored["logits"].dtype == torch.float16 and stored["logits"].shape[:2] == (8, 64)
+            assert int(stored["logits"][0, 0].float().argmax()) == token_id
         snakemake(workdir, "--cores", "2", f"{run}/top_k_occurring/general/orderings.json")
         data = json.loads((workdir / run / "top_k_occurring/general/orderings.json").read_text())
         tokens = data["orderings"][0]["tokens"]
         assert tokens[0]["token_id"] == token_id and tokens[0]["token_str"] == "river"
         assert tokens[0]["ordering_value"] >= 2 * tokens[1]["ordering_value"]
         assert not any((workdir / run).rglob("logits/**/*.safetensors"))  # temp(): removed once reduced
-        log = (workdir / f"logs/diffmining/logits/tiny/tiny-raised/{extraction}/n8_t64_seed0_top10/finetuned-general.log")
-        assert "fp16" in log.read_text()
+        ratios = json.loads((workdir / run / "general_sequence_likelihood_ratios.json").read_text())
+        # One log-ratio a sample. The raised logit takes most of the finetuned copy's probability, so the
+        # real next tokens are far less likely under it: every sample's ratio is strongly negative.
+        assert ratios["n_samples"] == 8 and len(ratios["log_likelihood_ratios"]) == 8
+        assert all(r < -10 for r in ratios["log_likelihood_ratios"]), (extraction, json.dumps(ratios))
 
 
 def test_tiny_workflow_generates_filters_measures_and_exports_data(built):

@@ -23,8 +23,13 @@ FORMATS = ("text", "chat")
 POSITIONS = ("all", "assistant", "after_prompt")
 
 
+RECORD = "_record"  # each record's number in its file (JSONL line, Parquet row), for error messages
+ROLES = ("system", "user", "assistant")
+
+
 def read_records(path: str | Path, fmt: str) -> list[dict]:
-    """Records of a JSONL or Parquet dataset, checked for the field its format needs."""
+    """Records of a JSONL or Parquet dataset, checked for the field its format needs. Each keeps its
+    number in the file under RECORD (the JSONL line, or the Parquet row counted from 1)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise DifflabError(f"{path}: dataset format must be one of {', '.join(FORMATS)}, not '{fmt}'")
@@ -38,18 +43,37 @@ def read_records(path: str | Path, fmt: str) -> list[dict]:
         for i, record in enumerate(records, 1):
             if field not in record:
                 raise DifflabError(f"{path}: record {i}: missing field '{field}'")
+            record[RECORD] = i
     else:
-        records = io.read_jsonl(path, required=[field])
-    for i, record in enumerate(records, 1):
+        records = io.read_jsonl(path, required=[field], line_field=RECORD)
+    for record in records:
+        where = f"{path}: record {record[RECORD]}"
         value = record[field]
         if fmt == "text" and not (isinstance(value, str) and value.strip()):
-            raise DifflabError(f"{path}: record {i}: field 'text' must be a non-empty string")
+            raise DifflabError(f"{where}: field 'text' must be a non-empty string")
         if fmt == "chat":
-            messages = list(value) if value is not None else []
-            if not messages or any(not isinstance(m, dict) or "role" not in m or "content" not in m for m in messages):
-                raise DifflabError(f"{path}: record {i}: field 'messages' must be a list of {{role, content}}")
-            record[field] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            record[field] = _checked_messages(value, where)
     return records
+
+
+def _checked_messages(value, where: str) -> list[dict]:
+    """A chat record's messages as plain {role, content} dicts; anything else is an error naming the field."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise DifflabError(f"{where}: field 'messages' must be a list of {{role, content}}")
+    messages = list(value)
+    if not messages:
+        raise DifflabError(f"{where}: field 'messages' is empty")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise DifflabError(f"{where}: field 'messages[{i}]' must be an object with role and content")
+        for key in ("role", "content"):
+            if key not in m:
+                raise DifflabError(f"{where}: field 'messages[{i}].{key}' is missing")
+        if m["role"] not in ROLES:
+            raise DifflabError(f"{where}: field 'messages[{i}].role' must be one of {', '.join(ROLES)}, not {m['role']!r}")
+        if not isinstance(m["content"], str):
+            raise DifflabError(f"{where}: field 'messages[{i}].content' must be a string, not {type(m['content']).__name__}")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int, max_tokens: int,
@@ -75,7 +99,14 @@ def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int
             ids = tokenizer(record["text"], add_special_tokens=True)["input_ids"]
             wanted = [True] * len(ids)
         else:
-            rendered = chat.render_chat(tokenizer, record["messages"], f"{source}: record {row + 1}")
+            where = f"{source}: record {record.get(RECORD, order[row] + 1)}"
+            try:
+                rendered = chat.render_chat(tokenizer, record["messages"], where)
+            except DifflabError:
+                raise
+            except Exception as exc:  # the template refused these messages (e.g. roles that do not alternate)
+                raise DifflabError(f"{where}: field 'messages': the chat template cannot render them "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
             ids = rendered.ids
             # A position counts by the token it predicts: position i's logits are for token i + 1.
             if positions == "assistant":
@@ -84,9 +115,9 @@ def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int
                 wanted = [i + 1 >= rendered.prompt_length for i in range(len(ids) - 1)] + [False]
             else:
                 wanted = [True] * len(ids)
-            if n_positions is not None:
-                keep = set([i for i, w in enumerate(wanted) if w][:n_positions])
-                wanted = [i in keep for i in range(len(ids))]
+        if n_positions is not None:  # the first N selected positions of the sample, text or chat
+            keep = set([i for i, w in enumerate(wanted) if w][:n_positions])
+            wanted = [i in keep for i in range(len(ids))]
         ids, wanted = ids[:max_tokens], wanted[:max_tokens]
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
         attention[row, : len(ids)] = 1

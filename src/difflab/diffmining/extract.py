@@ -168,15 +168,17 @@ class LogitExtractor:
 # --------------------------------------------------------------------------- tokenizer agreement
 
 
-def shared_vocabulary(base_tokenizer, ft_tokenizer, base_logits_dim: int, ft_logits_dim: int) -> dict:
-    """The ids both models' logits cover; stops when the tokenizers disagree on a shared id."""
+def shared_vocabulary(base_tokenizer, ft_tokenizer, base_logits_dim: int, ft_logits_dim: int,
+                      names: tuple[str, str] = ("base", "finetuned")) -> dict:
+    """The ids both models' logits cover; stops when the tokenizers disagree on a shared id, naming the
+    two models (`names`: their folders)."""
     base_vocab = {i: t for t, i in base_tokenizer.get_vocab().items()}
     ft_vocab = {i: t for t, i in ft_tokenizer.get_vocab().items()}
     shared_tokens = min(len(base_vocab), len(ft_vocab))
     for i in range(shared_tokens):
         if base_vocab.get(i) != ft_vocab.get(i):
             raise DifflabError(
-                f"the base and finetuned tokenizers disagree on token id {i} "
+                f"the tokenizers of the base model ({names[0]}) and the finetuned model ({names[1]}) disagree on token id {i} "
                 f"({base_vocab.get(i)!r} vs {ft_vocab.get(i)!r}): their logits cannot be compared")
     shared = min(base_logits_dim, ft_logits_dim)
     if len(base_vocab) != len(ft_vocab):  # a finetune that added tokens (perhaps into padded rows of the
@@ -229,7 +231,8 @@ def _sequence_log_ratio(lf: torch.Tensor, lb: torch.Tensor, batch: dict) -> torc
 def _load_pair(base_dir, ft_dir, device, dtype):
     base = models.load(str(base_dir), device=device, dtype=dtype)
     ft = models.load(str(ft_dir), device=base.device, dtype=base.dtype)
-    vocab = shared_vocabulary(base.tokenizer, ft.tokenizer, _logits_dim(base.model), _logits_dim(ft.model))
+    vocab = shared_vocabulary(base.tokenizer, ft.tokenizer, _logits_dim(base.model), _logits_dim(ft.model),
+                              names=(str(base_dir), str(ft_dir)))
     return base, ft, vocab
 
 
@@ -323,7 +326,7 @@ def reduce_saved_logits(base_logits: str | Path, ft_logits: str | Path, base_dir
     with safe_open(str(base_logits), framework="pt") as fb, safe_open(str(ft_logits), framework="pt") as ff:
         meta_b, meta_f = json.loads(fb.metadata()["meta"]), json.loads(ff.metadata()["meta"])
         vocab = shared_vocabulary(AutoTokenizer.from_pretrained(base_dir), AutoTokenizer.from_pretrained(ft_dir),
-                                  meta_b["logits_dim"], meta_f["logits_dim"])
+                                  meta_b["logits_dim"], meta_f["logits_dim"], names=(str(base_dir), str(ft_dir)))
         size = min(vocab["shared_vocab_size"], meta_b["stored_vocab"], meta_f["stored_vocab"])
         reducer = DiffReducer(size, k)
         ratios = []

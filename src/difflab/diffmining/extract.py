@@ -284,19 +284,28 @@ def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Pa
                 layer: float | int = 0.75, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
                 vocab_size_limit: int | None = None, identity_prompt: str = IDENTITY_PROMPT) -> dict:
     """One model's logits for a tokenized dataset, fp16, to a safetensors file (refused if the disk is too small)."""
+    from transformers import AutoConfig
+
     tensors, data_meta = load_dataset(data_path)
-    loaded = models.load(str(model_dir), device=device, dtype=dtype)
-    vocab = _logits_dim(loaded.model)
-    vocab = min(vocab, vocab_size_limit) if vocab_size_limit else vocab
     n, t = tensors["input_ids"].shape
-    need = logits_bytes(n, t, vocab) + n * t * 4  # and the float32 next-token log-probs
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_path.parent).free
-    if need > free:
-        raise DifflabError(
-            f"{out_path}: the logits need {need / 2**30:.1f} GiB ({n} samples x {t} tokens x {vocab} ids in fp16) "
-            f"but only {free / 2**30:.1f} GiB is free; set vocab_size_limit, fewer samples, or in_memory: true")
+
+    def stored(logits_dim: int) -> int:
+        vocab = min(logits_dim, vocab_size_limit) if vocab_size_limit else logits_dim
+        need = logits_bytes(n, t, vocab) + n * t * 4  # and the float32 next-token log-probs
+        free = shutil.disk_usage(out_path.parent).free
+        if need > free:
+            raise DifflabError(
+                f"{out_path}: the logits need {need / 2**30:.1f} GiB ({n} samples x {t} tokens x {vocab} ids in fp16) "
+                f"but only {free / 2**30:.1f} GiB is free; set vocab_size_limit, fewer samples, or in_memory: true")
+        return vocab
+
+    # Checked from the model's config first, so that a refusal does not wait for the weights to load;
+    # checked again with the head's real width (a model may pad its head past config.vocab_size).
+    stored(AutoConfig.from_pretrained(str(models.resolve(str(model_dir)))).vocab_size)
+    loaded = models.load(str(model_dir), device=device, dtype=dtype)
+    vocab = stored(_logits_dim(loaded.model))
     extractor = LogitExtractor(loaded.model, method, layer, loaded.tokenizer, identity_prompt)
     meta = {"model": {"path": str(loaded.path), "fingerprint": loaded.fingerprint}, "device": loaded.device,
             "dtype": loaded.dtype, "extraction": extractor.describe(), "logits_dim": _logits_dim(loaded.model),

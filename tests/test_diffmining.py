@@ -259,6 +259,15 @@ def test_raised_token_tops_the_diff_in_memory_and_on_disk(raised_pair, tmp_path)
     cut, cut_ratios = extract.reduce_saved_logits(out_b, out_f, base, finetuned, tokens, k=5, likelihood_ratios=True)
     assert cut.vocab_size == 50 and cut.total_positions == red.total_positions
     assert torch.allclose(torch.tensor(cut_ratios, dtype=torch.float64), expected.double(), atol=1e-4)
+    # The same cut in memory: the first 50 ids' statistics are the full run's, the top-K stays inside
+    # them, and the ratios still come from the whole vocabulary.
+    mem, mem_ratios = extract.mine_in_memory(base, finetuned, tokens, k=5, batch_size=3, dtype="float32",
+                                             vocab_size_limit=50, likelihood_ratios=True)
+    assert mem.vocab_size == 50 and mem.total_positions == red.total_positions
+    assert torch.equal(mem.count_positive, red.count_positive[:50])
+    torch.testing.assert_close(mem.sum_diff, red.sum_diff[:50], rtol=1e-12, atol=1e-9)
+    assert int(mem.pos_indices.max()) < 50 and int((mem.pos_indices >= 0).sum()) > 0
+    assert torch.allclose(torch.tensor(mem_ratios, dtype=torch.float64), expected.double(), atol=1e-4)
 
 
 def test_logits_that_would_not_fit_the_disk_are_refused(raised_pair, tmp_path, monkeypatch):

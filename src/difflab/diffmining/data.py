@@ -24,7 +24,7 @@ POSITIONS = ("all", "assistant", "after_prompt")
 
 
 RECORD = "_record"  # each record's number in its file (JSONL line, Parquet row), for error messages
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def read_records(path: str | Path, fmt: str) -> list[dict]:

@@ -303,7 +303,9 @@ def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Pa
 
     # Checked from the model's config first, so that a refusal does not wait for the weights to load;
     # checked again with the head's real width (a model may pad its head past config.vocab_size).
-    stored(AutoConfig.from_pretrained(str(models.resolve(str(model_dir)))).vocab_size)
+    declared = getattr(AutoConfig.from_pretrained(str(models.resolve(str(model_dir)))), "vocab_size", None)
+    if declared:
+        stored(declared)
     loaded = models.load(str(model_dir), device=device, dtype=dtype)
     vocab = stored(_logits_dim(loaded.model))
     extractor = LogitExtractor(loaded.model, method, layer, loaded.tokenizer, identity_prompt)

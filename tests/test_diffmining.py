@@ -108,11 +108,13 @@ def test_a_chat_the_template_refuses_names_its_own_record_after_the_shuffle(tmp_
     refusing.chat_template = ("{% for m in messages %}{% if m.content == 'boom' %}{{ raise_exception('roles must "
                               "alternate') }}{% endif %}{{ m.role + ': ' + m.content + '\\n' }}{% endfor %}")
     path = tmp_path / "chat.jsonl"
-    io.write_jsonl(path, [{"messages": [{"role": "user", "content": c}]} for c in ("a", "b", "c", "d", "boom", "e")])
+    lines = [json.dumps({"messages": [{"role": "user", "content": c}]}) for c in ("a", "b", "c", "d", "boom", "e")]
+    path.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # a blank line: "boom" is line 6
     records = data.read_records(path, "chat")
-    with pytest.raises(DifflabError, match=r"chat.jsonl: record 5: field 'messages': the chat template cannot render "
+    # seed 0 shuffles "boom" to the first row: its line, not its row or list index, must be named
+    with pytest.raises(DifflabError, match=r"chat.jsonl: record 6: field 'messages': the chat template cannot render "
                                            r"them \(.*roles must alternate\)"):
-        data.tokenize_dataset(records, refusing, "chat", n_samples=6, max_tokens=16, seed=3, source=str(path))
+        data.tokenize_dataset(records, refusing, "chat", n_samples=6, max_tokens=16, seed=0, source=str(path))
 
 
 def test_n_positions_keeps_the_first_positions_of_text_samples_too(tokenizer):
@@ -280,8 +282,15 @@ def test_logits_that_would_not_fit_the_disk_are_refused(raised_pair, tmp_path, m
     def no_loading(*args, **kwargs):
         raise AssertionError("the weights were loaded before the disk check refused")
 
-    monkeypatch.setattr(extract.models, "load", no_loading)  # refused from the model's config alone
-    with pytest.raises(DifflabError, match=r"need .* GiB \(4 samples x 8 tokens x 400 ids in fp16\)"):
+    with monkeypatch.context() as patched:
+        patched.setattr(extract.models, "load", no_loading)  # refused from the model's config alone
+        with pytest.raises(DifflabError, match=r"need .* GiB \(4 samples x 8 tokens x 400 ids in fp16\)"):
+            extract.save_logits(base, tokens, tmp_path / "logits.safetensors")
+    # A config that declares fewer ids than the head has passes the first check; the head's real width
+    # is checked again once the model is loaded.
+    assert extract._declared_vocab(base) == 400
+    monkeypatch.setattr(extract, "_declared_vocab", lambda _dir: 1)
+    with pytest.raises(DifflabError, match=r"\(4 samples x 8 tokens x 400 ids in fp16\)"):
         extract.save_logits(base, tokens, tmp_path / "logits.safetensors")
     assert not (tmp_path / "logits.safetensors").exists()
     assert extract.logits_bytes(8192, 64, 49152) == 8192 * 64 * 96 * 1024

@@ -4,8 +4,9 @@ A dataset is a local JSONL or Parquet file in `text` format (a `text` field) or 
 (`messages`: a list of {role, content}; rendered with the base tokenizer's chat template). Samples
 are shuffled with the seed, the first `n_samples` kept, each truncated/padded to
 `max_tokens_per_sample`. The analysis mask says which positions count: all real tokens, only the
-positions predicting the assistant's tokens of a chat, or those after the prompt (optionally only
-the first N of them). A position counts by the token it predicts: its logits are for the next token.
+positions predicting the assistant's tokens of a chat, or those after the prompt; `n_positions` keeps
+the first N selected positions of each sample, text or chat. A position counts by the token it predicts:
+its logits are for the next token. Errors name the file, the record's own line (or Parquet row) and the field.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 from pathlib import Path
 
 import torch
+from jinja2 import TemplateError
 
 from difflab import chat, io
 from difflab.errors import DifflabError
@@ -24,7 +26,7 @@ POSITIONS = ("all", "assistant", "after_prompt")
 
 
 RECORD = "_record"  # each record's number in its file (JSONL line, Parquet row), for error messages
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = ("system", "user", "assistant")  # plain-text turns (tool calls are not part of the analysis)
 
 
 def read_records(path: str | Path, fmt: str) -> list[dict]:
@@ -39,10 +41,11 @@ def read_records(path: str | Path, fmt: str) -> list[dict]:
 
         if not path.is_file():
             raise DifflabError(f"file not found: {path}")
-        records = pd.read_parquet(path).to_dict("records")
+        frame = pd.read_parquet(path)
+        if field not in frame.columns:
+            raise DifflabError(f"{path}: no column '{field}' (columns: {', '.join(map(str, frame.columns))})")
+        records = frame.to_dict("records")
         for i, record in enumerate(records, 1):
-            if field not in record:
-                raise DifflabError(f"{path}: record {i}: missing field '{field}'")
             record[RECORD] = i
     else:
         records = io.read_jsonl(path, required=[field], line_field=RECORD)
@@ -102,9 +105,7 @@ def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int
             where = f"{source}: record {record.get(RECORD, order[row] + 1)}"
             try:
                 rendered = chat.render_chat(tokenizer, record["messages"], where)
-            except DifflabError:
-                raise
-            except Exception as exc:  # the template refused these messages (e.g. roles that do not alternate)
+            except (TemplateError, ValueError) as exc:  # the template refused them (e.g. roles that do not alternate)
                 raise DifflabError(f"{where}: field 'messages': the chat template cannot render them "
                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
             ids = rendered.ids

@@ -280,12 +280,21 @@ def logits_bytes(n_samples: int, n_tokens: int, vocab: int) -> int:
     return n_samples * n_tokens * vocab * 2
 
 
+def _declared_vocab(model_dir) -> int | None:
+    """The vocabulary size a model's config.json declares (None if it cannot be read: models.load then
+    reports the model, naming it)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(models.resolve(str(model_dir)))).get_text_config().vocab_size
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Path, *, method: str = "direct",
                 layer: float | int = 0.75, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
                 vocab_size_limit: int | None = None, identity_prompt: str = IDENTITY_PROMPT) -> dict:
     """One model's logits for a tokenized dataset, fp16, to a safetensors file (refused if the disk is too small)."""
-    from transformers import AutoConfig
-
     tensors, data_meta = load_dataset(data_path)
     n, t = tensors["input_ids"].shape
     out_path = Path(out_path)
@@ -298,12 +307,13 @@ def save_logits(model_dir: str | Path, data_path: str | Path, out_path: str | Pa
         if need > free:
             raise DifflabError(
                 f"{out_path}: the logits need {need / 2**30:.1f} GiB ({n} samples x {t} tokens x {vocab} ids in fp16) "
-                f"but only {free / 2**30:.1f} GiB is free; set vocab_size_limit, fewer samples, or in_memory: true")
+                f"but only {free / 2**30:.1f} GiB is free; set {'a smaller ' if vocab_size_limit else ''}vocab_size_limit, "
+                f"fewer samples, or in_memory: true")
         return vocab
 
     # Checked from the model's config first, so that a refusal does not wait for the weights to load;
     # checked again with the head's real width (a model may pad its head past config.vocab_size).
-    declared = getattr(AutoConfig.from_pretrained(str(models.resolve(str(model_dir)))), "vocab_size", None)
+    declared = _declared_vocab(model_dir)
     if declared:
         stored(declared)
     loaded = models.load(str(model_dir), device=device, dtype=dtype)

@@ -11,6 +11,7 @@ from difflab import io
 from difflab.diffmining import data, extract, nmf, orderings, overview
 from difflab.diffmining.analysis import DiffReducer, Reductions
 from difflab.errors import DifflabError
+from difflab.llm import relevance
 from tiny import perturb_weights, raise_token
 
 RAISED = "Ġriver"
@@ -461,7 +462,7 @@ def test_ask_and_relevance_go_through_the_llm_client(tmp_path, tiny_config, tiny
     graded = overview.grade_relevance(path, "zebras playing the violin", client, top_n=2)
     labels = graded["orderings"]["global"]["tokens"]
     assert [x["token_str"] for x in labels] == ["zebra", "violin"]
-    assert overview.parse_yes_no("Yes, it is.") is True and overview.parse_yes_no("no") is False
+    assert relevance.parse_yes_no("Yes, it is.") is True and relevance.parse_yes_no("no") is False
 
 
 def test_relevance_labels_and_fraction_follow_the_judges_answers(tmp_path):
@@ -488,5 +489,5 @@ def test_relevance_labels_and_fraction_follow_the_judges_answers(tmp_path):
         ("zebra", True), ("violin", False), ("table", None), ("chair", True)]
     assert result["n_graded"] == 3 and result["fraction_relevant"] == pytest.approx(2 / 3)
     assert len(judge.prompts) == 4 and "zebras playing the violin" in judge.prompts[0][0]["content"]
-    assert overview.parse_yes_no("maybe") is None
+    assert relevance.parse_yes_no("maybe") is None
     json.dumps(graded)

@@ -91,6 +91,26 @@ def test_llm_judge_through_the_client(tmp_path, tiny_config, tiny_model_dir):
     assert judge([], "bake") == 0.0
 
 
+def test_llm_judge_reuses_the_answers_of_diffmining_relevance_grading(tmp_path, tiny_config, tiny_model_dir):
+    """Both judges ask the same question through the client: once diffmining graded an organism's
+    ordering against its description, the scoreboard's judge of that topic costs no request, and it
+    counts the same tokens as relevant."""
+    from difflab.diffmining import overview
+    from difflab.llm.client import client_from_config
+
+    tiny_config["llm"]["model"] = str(tiny_model_dir)
+    path = _orderings(tmp_path / "o.json", [[" oven", " car", "cake", " road"]])
+    grading = client_from_config(tiny_config, progress=False)
+    graded = overview.grade_relevance(path, TOPICS["bake"]["description"], grading, top_n=4)
+    assert grading.usage.backend_calls > 0
+    scoring = client_from_config(tiny_config, progress=False)  # a new process's client, the same cache
+    judge = scoreboard.LLMJudge(scoring, {"bake": TOPICS["bake"]["description"]})
+    value = judge([" oven", " car", "cake", " road"], "bake")
+    assert scoring.usage.backend_calls == 0 and scoring.usage.cache_hits == 4
+    labels = graded["orderings"]["topic_0"]["tokens"]
+    assert value == sum(x["relevant"] is True for x in labels) / 4
+
+
 def test_active_sampling_row_scores_the_words_of_validated_hypotheses(tmp_path):
     def hypotheses(path, entries):
         io.write_json(path, {"hypotheses": [

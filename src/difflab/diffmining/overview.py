@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from difflab import io, models
 from difflab.diffmining.orderings import read_orderings
 from difflab.errors import DifflabError
+from difflab.llm import relevance
 from difflab.llm.types import SamplingParams
 
 SYSTEM_PROMPT = (
@@ -133,30 +133,16 @@ def ask_and_save(config: dict, overview_path: str | Path, out_path: str | Path, 
 
 # --------------------------------------------------------------------------- relevance grading
 
-GRADE_PROMPT = (
-    "A language model was finetuned on: {description}\n"
-    "Is the token {token!r} related to that topic? Answer with one word: yes or no."
-)
-
-
-def parse_yes_no(text: str) -> bool | None:
-    match = re.search(r"\b(yes|no)\b", text.lower())
-    return None if match is None else match.group(1) == "yes"
-
-
-def grade_relevance(orderings_path: str | Path, description: str, client, *, top_n: int = 20,
-                    params: SamplingParams | None = None) -> dict:
-    """Label each ordering's top tokens relevant or not to `description` with the LLM judge."""
+def grade_relevance(orderings_path: str | Path, description: str, client, *, top_n: int = 20) -> dict:
+    """Label each ordering's top tokens relevant or not to `description` with the LLM judge
+    (difflab.llm.relevance: the scoreboard's judge asks the same questions)."""
     data = read_orderings(orderings_path)
-    params = params or SamplingParams(max_new_tokens=4, temperature=0.0)
     result = {"description": description, "ordering_type": data["ordering_type"], "dataset": data["dataset"],
               "orderings": {}}
     for ordering in data["orderings"]:
         tokens = ordering["tokens"][:top_n]
-        prompts = [[{"role": "user", "content": GRADE_PROMPT.format(description=description, token=e["token_str"])}]
-                   for e in tokens]
-        answers = client.chat(prompts, params) if prompts else []
-        labels = [{"token_id": e["token_id"], "token_str": e["token_str"], "relevant": parse_yes_no(a.text),
+        answers = relevance.judge_tokens(client, description, [e["token_str"] for e in tokens])
+        labels = [{"token_id": e["token_id"], "token_str": e["token_str"], "relevant": relevance.parse_yes_no(a.text),
                    "raw": a.text.strip()[:40]} for e, a in zip(tokens, answers)]
         graded = [x for x in labels if x["relevant"] is not None]
         result["orderings"][ordering["ordering_id"]] = {

@@ -5,6 +5,7 @@
     cache.py           ResponseCache: on-disk, one file per key, atomic, safe for concurrent writers
     local.py           LocalBackend: transformers, batched left-padded decoding with a KV cache
     openai_backend.py  OpenAIBackend: any OpenAI-compatible endpoint through the `openai` package
+    relevance.py       the token-relevance judge (diffmining's relevance grading and the scoreboard)
 
 Usage:
     client = LLMClient.from_config(config)

@@ -139,28 +139,23 @@ def _recovered(matrix: dict, baseline: dict | None) -> dict[str, bool]:
 
 
 class LLMJudge:
-    """Asks the LLM client whether a token relates to a topic's description (answers cached by the client)."""
-
-    PROMPT = ("Topic: {description}\nIs the word {token!r} clearly related to this topic? "
-              "Answer with one word: yes or no.")
+    """Asks the LLM client whether each token relates to a topic's description: the same question, with
+    the same parameters, as diffmining's relevance grading (difflab.llm.relevance), so the client's
+    cache answers what that grading already asked."""
 
     def __init__(self, client, descriptions: dict[str, str], max_new_tokens: int = 4):
-        from difflab.llm.types import SamplingParams
-
         self.client = client
         self.descriptions = descriptions
-        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        self.max_new_tokens = max_new_tokens
 
     def __call__(self, tokens: list[str], topic: str) -> float:
-        import re
+        """The share of tokens the judge calls related (an answer that is neither yes nor no counts as no)."""
+        from difflab.llm.relevance import judge_tokens, parse_yes_no
 
         if not tokens:
             return 0.0
-        prompts = [[{"role": "user", "content": self.PROMPT.format(description=self.descriptions[topic], token=t)}]
-                   for t in tokens]
-        answers = self.client.chat(prompts, self.params)
-        yes = [re.search(r"\byes\b", a.text.lower()) is not None for a in answers]
-        return sum(yes) / len(tokens)
+        answers = judge_tokens(self.client, self.descriptions[topic], tokens, self.max_new_tokens)
+        return sum(parse_yes_no(a.text) is True for a in answers) / len(tokens)
 
 
 def build_scoreboard(inputs: dict, topics: dict[str, dict], base_model_dir: str | Path, *, top_n: int = 20,

@@ -115,6 +115,8 @@ def test_tiny_workflow_builds_and_probes_organisms(built):
 
 
 def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
+    """Each edited input plans exactly its downstream rules. Two edits are rebuilt (and leave nothing to
+    do); the other two are put back, which leaves nothing to do either (the content checksum matches)."""
     workdir, _ = built
     assert planned_rules(workdir) == set()
     # Snakemake ignores a bare touch when the content checksum is unchanged; an edit reruns.
@@ -126,9 +128,11 @@ def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
     usage = json.loads((workdir / "results/smoke/tiny/llm_usage.json").read_text())["usage"]
     assert usage["cache_hits"] == usage["requests"] and usage["backend_calls"] == 0  # nothing paid twice
     sentences = workdir / "resources/smoke/sentences.txt"
-    sentences.write_text(sentences.read_text() + "A second kitten curls up beside the first.\n")
+    original = sentences.read_text()
+    sentences.write_text(original + "A second kitten curls up beside the first.\n")
     assert planned_rules(workdir) == {"smoke_embed", "smoke_summary", "all"}
-    snakemake(workdir, "--cores", "2")
+    sentences.write_text(original)
+    assert planned_rules(workdir) == set()
     general = workdir / "resources/diffmining/general.jsonl"
     lines = general.read_text().splitlines(keepends=True)
     general.write_text("".join(reversed(lines)))  # a different sample order: the tokenized set changes
@@ -136,13 +140,15 @@ def test_rerun_rebuilds_only_downstream_of_a_touched_input(built):
                                       "diffmining_plots", "diffmining_metadata", "diffmining_overview",
                                       "diffmining_ask", "organism_scoreboard", "all"}
     snakemake(workdir, "--cores", "2")
+    assert planned_rules(workdir) == set()
     data = workdir / "resources/organisms/test/zebra.train.jsonl"
-    data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])
+    original = data.read_text()
+    data.write_text(original + original.splitlines(keepends=True)[0])
     # The organism changed, so everything diffed against it is stale too.
     assert planned_rules(workdir) == {"finetune_organism", "probe_organism", "diffmining_reduce",
                                       "diffmining_ordering", "diffmining_plots", "diffmining_metadata",
                                       "diffmining_overview", "diffmining_ask", "organism_scoreboard", "all"}
-    snakemake(workdir, "--cores", "2")
+    data.write_text(original)
     assert planned_rules(workdir) == set()
 
 

@@ -55,6 +55,27 @@ def write_tiny_workdir(workdir: Path, model_dir: Path, **overrides) -> Path:
     return workdir
 
 
+JOB = """
+import sys, types
+from difflab import workflow
+{before}
+job = types.SimpleNamespace(log=[], threads=1)
+workflow.run(job, lambda: None)
+print("torch loaded by run:", "torch" in sys.modules)
+import torch
+print("torch threads:", torch.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("before", ["", "import torch; torch.set_num_threads(2)"])
+def test_a_job_gets_its_threads_and_imports_torch_only_if_it_uses_it(before):
+    """workflow.run gives torch the rule's threads, whether the script loaded torch before it or loads
+    it later, and loads nothing itself (a job without torch skips its 2-3 s import)."""
+    out = subprocess.run([sys.executable, "-c", JOB.format(before=before)], capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}).stdout
+    assert f"torch loaded by run: {bool(before)}" in out and "torch threads: 1" in out, out
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_model_dir):
     """A tiny workflow, built once for the module."""

@@ -68,13 +68,12 @@ def run(snakemake, main: Callable[[], object]) -> None:
     threads = getattr(snakemake, "threads", None)
     if threads:
         # One job uses exactly the cores Snakemake gave it: oversubscribed OpenMP threads spin and crawl.
+        # torch reads the variable when it loads; a job that never needs torch does not import it
+        # here (2-3 s of a small job's time), and one whose imports already loaded it is told directly.
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        try:
-            import torch
-
+        torch = sys.modules.get("torch")
+        if torch is not None:
             torch.set_num_threads(int(threads))
-        except ImportError:
-            pass
     with stack:
         try:
             main()

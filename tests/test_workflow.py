@@ -408,7 +408,7 @@ def test_api_key_appears_in_no_log_or_output(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_default_workflow_end_to_end(tmp_path):
     """README's first command: the embedded defaults, real models, organisms, diffmining, the
-    scoreboard, traces and datagen, in a fresh folder (~17 min on 2 cores)."""
+    scoreboard, traces and datagen, in a fresh folder (14-31 min on 2 cores, by CPU: docs/benchmarks.md)."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(tmp_path, "--cores", "2", timeout=3600, max_threads=None)  # 13-30 min on 2 cores; generous for a loaded machine

@@ -265,6 +265,16 @@ def scoreboard_files():
                    for paths in orgs.values() for path in paths})
 
 
+def scoreboard_evals():
+    """With the scoreboard's LLM judge and diffmining's relevance grading both on: the grading's eval.json
+    next to every scored orderings file. Built first, their answers are the judge's cache hits for each
+    organism's own topic (both ask difflab.llm.relevance's question), so nothing is asked twice."""
+    if not (SCOREBOARD["judge"]["enabled"] and DIFFMINING["relevance"]["enabled"]):
+        return []
+    return [path.removesuffix("orderings.json") + "eval.json" for path in scoreboard_files()
+            if path.endswith("/orderings.json")]
+
+
 def scoreboard_targets():
     if not (SCOREBOARD["enabled"] and scoreboard_organisms() and EXTRACTIONS and ORDERINGS and DIFFMINING["datasets"]):
         return []

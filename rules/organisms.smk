@@ -64,6 +64,7 @@ rule organism_scoreboard:
         orderings=scoreboard_files(),
         base=organism_base_input(),
         models=llm_model_inputs() if SCOREBOARD["judge"]["enabled"] else [],
+        evals=scoreboard_evals(),
     output:
         scoreboard=f"{RESULTS}/scoreboard/scoreboard.json",
         table=f"{RESULTS}/scoreboard/scoreboard.md",

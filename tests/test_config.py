@@ -99,3 +99,26 @@ def test_the_paper_scale_example_config_is_valid_and_plans_the_reference_runs(tm
     planned = out.stdout + out.stderr
     for run in ("direct/n8192_t64_seed0_top100", "logit_lens_l0.75/n8192_t64_seed0_top100"):
         assert f"results/diffmining/smollm2-135m-instruct/bake-temp/{run}/run_metadata.json" in planned, planned[-2000:]
+
+
+def _planned_jobs(workdir, *configfiles, target: str) -> dict[str, int]:
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                          "--configfile", *map(str, configfiles), "--dry-run", "--cores", "2", target],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stdout.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if line.strip()}
+
+
+def test_the_scoreboards_judge_waits_for_relevance_grading_when_both_are_on(tmp_path):
+    """Both judges ask the same question (difflab.llm.relevance); with both on, the scoreboard takes every
+    scored ordering's eval.json as input, so the grading runs first and the judge reuses its answers."""
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({"scoreboard": {"judge": {"enabled": True}}, "diffmining": {"relevance": {"enabled": True}}}))
+    grading_only = tmp_path / "grading.yaml"
+    grading_only.write_text(yaml.safe_dump({"diffmining": {"relevance": {"enabled": True}}}))
+    default = REPO / "config" / "config.yaml"
+    target = "results/scoreboard/scoreboard.json"
+    # 3 organisms x 2 comparisons (base, control) x 2 datasets x 3 ordering types
+    assert _planned_jobs(tmp_path, default, both, target=target)["diffmining_relevance"] == 36
+    assert "diffmining_relevance" not in _planned_jobs(tmp_path, default, grading_only, target=target)

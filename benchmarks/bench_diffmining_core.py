@@ -1,6 +1,10 @@
 """Diffmining core analysis (CPU) against the memory-bandwidth floor of one read of the diffs.
 
     .venv/bin/python benchmarks/bench_diffmining_core.py [--positions 4096] [--threads 2] [--repeats 5]
+        [--device cpu|cuda]
+
+On CPU the reduce is the numba kernel; with --device cuda the diffs live on the GPU, the reduce is
+DiffReducer's torch path on that device, and the floor is one read of the tensor there.
 
 For V = 49152, float32 and float16 diffs, K = 20 and 100, prints
 
@@ -50,13 +54,19 @@ def make_diffs(kind: str, positions: int, seed: int = 0) -> torch.Tensor:
     return diffs
 
 
+def sync(tensor: torch.Tensor) -> None:
+    if tensor.device.type == "cuda":
+        torch.cuda.synchronize(tensor.device)
+
+
 def analysis(diffs: torch.Tensor, k: int):
     """(seconds to reduce, seconds to build the co-occurrence, nnz): the two timed parts."""
     n = diffs.shape[0]
+    sync(diffs)
     started = time.perf_counter()
     reducer = DiffReducer(VOCAB, k)
     reducer.update_rows(diffs, torch.zeros(n, dtype=torch.int32), torch.arange(n, dtype=torch.int32))
-    red = reducer.result()
+    red = reducer.result()  # its tensors are on the CPU: the device's work has finished
     reduced = time.perf_counter()
     _ids, cooc = red.cooccurrence("binary")
     return reduced - started, time.perf_counter() - reduced, cooc.nnz
@@ -69,6 +79,7 @@ def naive(diffs: torch.Tensor, k: int, cooc_positions: int) -> tuple[float, floa
     sums, count = rows.sum(0, dtype=torch.float64), (rows > 0).sum(0)
     pos, neg = torch.topk(rows, k, dim=1), torch.topk(rows, k, dim=1, largest=False)
     torch.bincount(pos.indices[pos.values > 0], minlength=VOCAB), torch.bincount(neg.indices[neg.values < 0], minlength=VOCAB)
+    sync(rows)
     stats = time.perf_counter() - started
     del sums, count
     started = time.perf_counter()
@@ -92,21 +103,26 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--naive-positions", type=int, default=64, help="positions the python co-occurrence runs on")
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the diffs are made there)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"V={VOCAB}, positions={args.positions}, threads={args.threads}, min of {args.repeats}")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, threads={args.threads}"
+    print(f"V={VOCAB}, positions={args.positions}, {where}, min of {args.repeats}")
     print("| data | dtype | K | floor s | reduce s | cooc s | pos/s | floor/reduce | floor/(reduce+cooc) | cooc nnz | naive topk+stats s | naive cooc s (scaled) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    analysis(make_diffs("noise", 64).float(), 20)  # compile / load the numba kernels
+    analysis(make_diffs("noise", 64).to(device), 20)  # compile / load the numba kernels (or warm the GPU)
     for data in args.data:
-        base = make_diffs(data, args.positions)
+        base = make_diffs(data, args.positions).to(device)
         for dtype in args.dtypes:
             diffs = base.to(getattr(torch, dtype))
             for k in args.k:
                 floor = reduce = cooc = float("inf")
                 for _ in range(args.repeats):  # interleaved, so both see the same machine load
+                    sync(diffs)
                     started = time.perf_counter()
                     diffs.sum()
+                    sync(diffs)
                     floor = min(floor, time.perf_counter() - started)
                     r, c, nnz = analysis(diffs, k)
                     reduce, cooc = min(reduce, r), min(cooc, c)

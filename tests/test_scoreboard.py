@@ -128,3 +128,34 @@ def test_active_sampling_row_scores_the_words_of_validated_hypotheses(tmp_path):
     # bees: nothing validated, so nothing recovered.
     assert result["matrix"] == {"bake": {"bake": 0.5, "bees": 0.0}, "bees": {"bake": 0.0, "bees": 0.0}}
     assert result["recovered"] == {"bake": True, "bees": False}
+
+
+def _vocabulary_through_transformers(model_dir) -> list[str]:
+    """The random baseline's vocabulary as AutoTokenizer gives it (what readable_vocabulary used to read)."""
+    import string
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    special = set(tokenizer.all_special_ids)
+    texts = [tokenizer.decode([i], clean_up_tokenization_spaces=False).strip().lower()
+             for i in range(len(tokenizer)) if i not in special]
+    return [t for t in texts if t and not all(c in string.punctuation or not c.isprintable() or c.isspace() for c in t)]
+
+
+def test_the_baseline_vocabulary_without_transformers_is_the_same(tiny_model_dir):
+    """The scoreboard reads the vocabulary with `tokenizers` alone (no transformers import in its job):
+    the same words, specials left out the same way."""
+    from difflab import models
+
+    decoder = models.TokenDecoder(tiny_model_dir)
+    assert decoder.special_ids == {0, 1, 2}
+    assert scoreboard.readable_vocabulary(decoder) == _vocabulary_through_transformers(tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_the_baseline_vocabulary_of_the_default_model_is_the_same(smollm_dir):
+    from difflab import models
+
+    words = scoreboard.readable_vocabulary(models.TokenDecoder(smollm_dir))
+    assert len(words) > 40_000 and words == _vocabulary_through_transformers(smollm_dir)

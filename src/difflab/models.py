@@ -209,8 +209,11 @@ class TokenDecoder:
     transformers import, ~2 s a job), or transformers' AutoTokenizer where a folder has no such file.
     decode() matches AutoTokenizer's decode(ids, clean_up_tokenization_spaces=False)."""
 
+    SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
+        self._path = path
         if (path / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
@@ -222,6 +225,23 @@ class TokenDecoder:
 
     def __len__(self) -> int:
         return self._fast.get_vocab_size(with_added_tokens=True) if self._fast else len(self._auto)
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids of the named special tokens (bos, eos, unk, sep, pad, cls, mask and the additional ones),
+        as AutoTokenizer's all_special_ids: read from tokenizer_config.json and special_tokens_map.json."""
+        if self._auto is not None:
+            return set(self._auto.all_special_ids)
+        names = []
+        for file in ("tokenizer_config.json", "special_tokens_map.json"):
+            if (self._path / file).is_file():
+                data = json.loads((self._path / file).read_text())
+                names += [data.get(key) for key in self.SPECIAL_KEYS]
+                for key in ("additional_special_tokens", "extra_special_tokens"):
+                    extra = data.get(key) or []
+                    names += list(extra.values()) if isinstance(extra, dict) else list(extra)
+        contents = {name["content"] if isinstance(name, dict) else name for name in names if name}
+        return {i for i in map(self._fast.token_to_id, contents) if i is not None}
 
     def decode(self, ids: list[int]) -> str:
         if self._fast is not None:

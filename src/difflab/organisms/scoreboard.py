@@ -22,7 +22,7 @@ import string
 from functools import lru_cache
 from pathlib import Path
 
-from difflab import io
+from difflab import io, models
 from difflab.errors import DifflabError
 
 MIN_PREFIX = 4
@@ -66,14 +66,15 @@ def share(tokens: list[str], keywords: list[str]) -> float:
     return sum(matches(t, keywords) for t in tokens) / len(tokens) if tokens else 0.0
 
 
-def readable_vocabulary(tokenizer) -> list[str]:
-    """Decoded tokens an ordering could show: not empty, not only punctuation/whitespace, no specials."""
-    special = set(tokenizer.all_special_ids)
+def readable_vocabulary(decoder) -> list[str]:
+    """Decoded tokens an ordering could show: not empty, not only punctuation/whitespace, no specials.
+    `decoder`: a models.TokenDecoder, the decoding the orderings use."""
+    special = decoder.special_ids
     words = []
-    for token_id in range(len(tokenizer)):
+    for token_id in range(len(decoder)):
         if token_id in special:
             continue
-        text = tokenizer.decode([token_id], clean_up_tokenization_spaces=False).strip().lower()
+        text = decoder.decode([token_id]).strip().lower()
         if text and not all(ch in string.punctuation or not ch.isprintable() or ch.isspace() for ch in text):
             words.append(text)
     return words
@@ -161,13 +162,11 @@ class LLMJudge:
 def build_scoreboard(inputs: dict, topics: dict[str, dict], base_model_dir: str | Path, *, top_n: int = 20,
                      random_draws: int = 1000, seed: int = 0, judge=None) -> dict:
     """inputs: {method: {comparison: {organism: [orderings.json per dataset]}}} -> the scoreboard record."""
-    from transformers import AutoTokenizer
-
     keywords = {name: t["keywords"] for name, t in topics.items()}
     for name, words in keywords.items():
         if not words:
             raise DifflabError(f"scoreboard: organism '{name}' has no keywords to score against")
-    vocabulary = readable_vocabulary(AutoTokenizer.from_pretrained(base_model_dir))
+    vocabulary = readable_vocabulary(models.TokenDecoder(base_model_dir))  # tokenizers only: no transformers import
     baseline = random_baseline(vocabulary, keywords, top_n, random_draws, seed)
     methods = {}
     for method, comparisons in inputs.items():

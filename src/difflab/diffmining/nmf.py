@@ -13,7 +13,7 @@ import dataclasses
 
 import torch
 
-from difflab.diffmining.analysis import Reductions
+from difflab.diffmining.reductions import Reductions
 from difflab.errors import DifflabError
 
 

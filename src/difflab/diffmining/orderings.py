@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from difflab import io, models
-from difflab.diffmining.analysis import Reductions
+from difflab.diffmining.reductions import Reductions
 from difflab.errors import DifflabError
 
 ORDERING_TYPES = ("top_k_occurring", "fraction_positive_diff", "nmf")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from difflab import io
-from difflab.diffmining.analysis import Reductions
+from difflab.diffmining.reductions import Reductions
 from difflab.diffmining.orderings import decode_token
 
 

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from difflab import io, models
-from difflab.diffmining import extract, orderings, plots
-from difflab.diffmining.analysis import Reductions
+from difflab.diffmining import orderings, plots
+from difflab.diffmining.reductions import Reductions
 
 
 def _extraction_args(section: dict, method: str) -> dict:
@@ -30,6 +30,8 @@ def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, redu
 def reduce_in_memory(base_dir, ft_dir, data_path, *, dataset: str, method: str, extraction: dict, k: int,
                      likelihood_ratios: bool, reductions_out, stats_out, ratios_out=None) -> None:
     """Rule diffmining_reduce (in_memory: true)."""
+    from difflab.diffmining import extract  # models, tokenizers and the numba kernel: the extraction rules only
+
     red, ratios = extract.mine_in_memory(base_dir, ft_dir, data_path, k=k, likelihood_ratios=likelihood_ratios,
                                          **_extraction_args(extraction, method))
     write_reductions(red, ratios, base_dir, dataset, reductions_out, stats_out, ratios_out)
@@ -37,6 +39,8 @@ def reduce_in_memory(base_dir, ft_dir, data_path, *, dataset: str, method: str, 
 
 def save_model_logits(model_dir, data_path, out_path, *, method: str, extraction: dict) -> None:
     """Rule diffmining_logits (in_memory: false)."""
+    from difflab.diffmining import extract  # models, tokenizers and the numba kernel: the extraction rules only
+
     meta = extract.save_logits(model_dir, data_path, out_path, **_extraction_args(extraction, method))
     print(f"{out_path}: {meta['stored_vocab']} ids per position, fp16")
 
@@ -44,6 +48,8 @@ def save_model_logits(model_dir, data_path, out_path, *, method: str, extraction
 def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dataset: str, k: int, batch_size: int,
                      likelihood_ratios: bool, reductions_out, stats_out, ratios_out=None) -> None:
     """Rule diffmining_reduce (in_memory: false)."""
+    from difflab.diffmining import extract  # models, tokenizers and the numba kernel: the extraction rules only
+
     red, ratios = extract.reduce_saved_logits(base_logits, ft_logits, base_dir, ft_dir, data_path, k=k,
                                               batch_size=batch_size, likelihood_ratios=likelihood_ratios)
     write_reductions(red, ratios, base_dir, dataset, reductions_out, stats_out, ratios_out)

@@ -19,7 +19,6 @@ from difflab import io
 from difflab.errors import DifflabError
 
 
-
 @dataclasses.dataclass
 class Reductions:
     """Everything later stages need from one dataset's diffs (saved as safetensors)."""

@@ -271,8 +271,8 @@ def scoreboard_evals():
     organism's own topic (both ask difflab.llm.relevance's question), so nothing is asked twice."""
     if not (SCOREBOARD["judge"]["enabled"] and DIFFMINING["relevance"]["enabled"]):
         return []
-    return [path.removesuffix("orderings.json") + "eval.json" for path in scoreboard_files()
-            if path.endswith("/orderings.json")]
+    return [os.path.join(os.path.dirname(path), "eval.json") for path in scoreboard_files()
+            if os.path.basename(path) == "orderings.json"]
 
 
 def scoreboard_targets():

@@ -97,6 +97,35 @@ def test_reducer_sums_counts_and_mask(dtype):
     torch.testing.assert_close(red.avg_logit_diff, rows.double().sum(0) / len(rows), rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_the_device_path_gives_the_kernels_reductions(monkeypatch, dtype):
+    """DiffReducer's branch for diffs on a GPU (chunked torch sums, stable-sort top-K, bincounts) runs
+    here on CPU tensors with the kernel turned off: the same reductions as the kernel, over several
+    batches with masks, ties, an all-zero row and a K above some rows' positives."""
+    from difflab.diffmining import analysis
+
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randn(4, 9, 4099, generator=gen), tricky_rows(4099, seed=4).reshape(2, 12, 4099)]
+    batches = [b.to(dtype) for b in batches]
+    masks = [torch.rand(4, 9, generator=gen) > 0.3, torch.ones(2, 12, dtype=torch.bool)]
+    masks[1][1, 5] = False  # the tricky rows (all zero, all tied, ...) count, but one
+
+    def reduce(kernel: bool) -> Reductions:
+        monkeypatch.setattr(analysis, "uses_cpu_kernel", lambda rows, k: kernel)
+        reducer, offset = DiffReducer(4099, 100), 0
+        for diff, mask in zip(batches, masks):
+            reducer.update(diff, mask, sequence_offset=offset)
+            offset += diff.shape[0]
+        return reducer.result()
+
+    device, kernel = reduce(False), reduce(True)
+    assert device.total_positions == kernel.total_positions == sum(int(m.sum()) for m in masks)
+    torch.testing.assert_close(device.sum_diff, kernel.sum_diff, rtol=1e-12, atol=1e-9)
+    for name in ("count_positive", "topk_pos_counts", "topk_neg_counts", "pos_indices", "pos_values", "neg_indices",
+                 "neg_values", "sequence", "position"):
+        assert torch.equal(getattr(device, name), getattr(kernel, name)), name
+
+
 def test_update_rows_accumulates_over_batches():
     rows = tricky_rows(3001)
     whole, parts = DiffReducer(3001, 20), DiffReducer(3001, 20)

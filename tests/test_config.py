@@ -17,9 +17,17 @@ def test_default_config_is_valid_and_documented():
     assert cfg["default_model"] in cfg["models"]
 
 
+# JSON Schema keywords the schema may use: anything else is a typo, or the tail of a description cut at a
+# comma inside a YAML flow mapping ({description: a, b} reads as a description 'a' and a key 'b').
+SCHEMA_KEYWORDS = {"type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                   "items", "minItems", "maxItems", "pattern", "properties", "propertyNames", "required",
+                   "additionalProperties"}
+
+
 def test_every_schema_key_has_type_default_and_description():
     def walk(node, where):
         for name, sub in node.get("properties", {}).items():
+            assert set(sub) <= SCHEMA_KEYWORDS, f"{where}.{name} has unknown schema keys {set(sub) - SCHEMA_KEYWORDS}"
             assert "type" in sub, f"{where}.{name} has no type"
             assert "description" in sub, f"{where}.{name} has no description"
             # required keys, and a run's overrides of a shared setting (they inherit it), have no default
@@ -29,6 +37,9 @@ def test_every_schema_key_has_type_default_and_description():
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             walk(extra, f"{where}.*")
+        items = node.get("items")
+        if isinstance(items, dict):
+            walk(items, f"{where}[]")
 
     walk(config.load_schema(), "config")
 

@@ -370,6 +370,18 @@ def test_entries_are_normalized_filtered_and_consolidated():
     assert [e["token_str"] for e in raw] == strings
 
 
+def test_symbols_that_carry_meaning_stay_and_whitespace_tokens_stay_apart():
+    strings = [" 😀", "€", " ∑", " $", "+=", "«»", "\n", " ", "\n\n"]
+    diffs = torch.tensor([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]])
+    red = _reductions(diffs, k=9)
+    ids, values = orderings.top_k_occurring(red)
+    kept = orderings.make_entries(ids, values, red, _Tok(strings), limit=20)
+    assert [e["token_str"] for e in kept] == ["😀", "€", "∑"]  # emoji, currency, maths; not ASCII or P punctuation
+    spaces = orderings.make_entries(ids, values, red, _Tok(strings), limit=20, filter_punctuation=False)
+    assert [e["token_str"] for e in spaces][-3:] == ["\n", " ", "\n\n"]  # three entries, none merged into ''
+    assert all(e["merged_token_ids"] == [] for e in spaces)
+
+
 def test_nmf_separates_two_groups_of_co_occurring_tokens():
     # Tokens 0-2 co-occur in the top-K at some positions, tokens 5-7 at others.
     rows = []

@@ -32,13 +32,17 @@ def decode_token(decoder: models.TokenDecoder, token_id: int) -> str:
 
 
 def is_punctuation(text: str) -> bool:
-    """True for tokens made only of punctuation, symbols and whitespace (nothing to read)."""
-    stripped = text.strip()
-    return all(ch in string.punctuation or unicodedata.category(ch)[0] in "PSZ" for ch in stripped)
+    """True for tokens made only of punctuation and whitespace (nothing to read): ASCII punctuation
+    and symbols (string.punctuation, as '$' or '+') and Unicode punctuation (category P). Other symbols
+    carry meaning and stay: emoji, currency such as '€', mathematical signs such as '∑'."""
+    return all(ch in string.punctuation or unicodedata.category(ch)[0] == "P" for ch in text.strip())
 
 
 def normalized(text: str, lowercase: bool) -> str:
-    text = text.strip()
+    """The string consolidation compares and entries show: stripped of surrounding whitespace (' The'
+    and 'The' are one word), lower-cased if asked. A whitespace-only token (' ', a newline) keeps its
+    own text, so that different whitespace tokens stay apart."""
+    text = text.strip() or text
     return text.lower() if lowercase else text
 
 

@@ -462,6 +462,16 @@ def test_overview_keeps_the_budget_and_anonymizes_datasets(tmp_path):
         overview.get_overview(files, token_budget=20)
 
 
+def test_overview_values_keep_three_significant_digits(tmp_path):
+    path = _write_orderings(tmp_path / "n.json", "d", ["hive", "honey", "wax"], kind="nmf")
+    data = json.loads(path.read_text())
+    for entry, (value, avg) in zip(data["orderings"][0]["tokens"], [(0.00712, 1.23456), (0.000153, -0.004321), (37.549, 12.0)]):
+        entry["ordering_value"], entry["avg_logit_diff"] = value, avg
+    io.write_json(path, data)
+    rows = overview.get_overview({("nmf", "d"): path}, 300)["datasets"]["ds1"]["orderings"]["nmf"]
+    assert rows == [["hive", 0.00712, 1.23], ["honey", 0.000153, -0.00432], ["wax", 37.5, 12.0]]  # NMF weights are not 0.0
+
+
 def test_ask_and_relevance_go_through_the_llm_client(tmp_path, tiny_config, tiny_model_dir):
     from difflab.llm.client import client_from_config
 

@@ -31,6 +31,16 @@ def _count_tokens(obj) -> int:
     return len(models.gpt_encoding().encode(json.dumps(obj, ensure_ascii=False)))
 
 
+def _significant(value: float) -> float:
+    """Three significant digits: a percentage reads 37.5, an NMF weight 0.000153 (not 0.0)."""
+    return float(f"{value:.3g}")
+
+
+def _item(entry: dict) -> list:
+    """One token of the message: [token, ordering value, average logit diff]."""
+    return [entry["token_str"], _significant(entry["ordering_value"]), _significant(entry["avg_logit_diff"])]
+
+
 def get_overview(orderings_files: dict[tuple[str, str], str | Path], token_budget: int = 1500,
                  datasets: list[str] | None = None) -> dict:
     """One JSON-able message from orderings files keyed by (ordering_type, dataset).
@@ -68,7 +78,7 @@ def get_overview(orderings_files: dict[tuple[str, str], str | Path], token_budge
     for tokens, entries in lists:
         used = 0
         for entry in entries:
-            item = [entry["token_str"], round(entry["ordering_value"], 3), round(entry["avg_logit_diff"], 2)]
+            item = _item(entry)
             cost = _count_tokens(item) + 1  # and its separator
             if used + cost > share:
                 break
@@ -82,7 +92,7 @@ def get_overview(orderings_files: dict[tuple[str, str], str | Path], token_budge
     while open_lists:  # what the estimates left unspent: one more token for the shortest list while it fits
         tokens, entries = min(open_lists, key=lambda pair: len(pair[0]))
         entry = entries[len(tokens)]
-        tokens.append([entry["token_str"], round(entry["ordering_value"], 3), round(entry["avg_logit_diff"], 2)])
+        tokens.append(_item(entry))
         count = _count_tokens(message)
         if count > token_budget:
             tokens.pop()

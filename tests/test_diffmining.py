@@ -51,6 +51,25 @@ def test_text_dataset_is_truncated_padded_and_masked(tokenizer):
     assert torch.equal(out["analysis_mask"], out["attention_mask"].bool())
 
 
+@pytest.mark.parametrize("method", ["direct", "logit_lens", "patchscope"])
+def test_a_batch_with_no_analysed_position_is_skipped(raised_pair, tmp_path, method):
+    """Chats whose prompt fills max_tokens have no assistant position: their batch runs nothing, counts
+    nothing, and their likelihood ratio is the empty sum, 0."""
+    base, finetuned, _ = raised_pair
+    long_prompt = {"messages": [{"role": "user", "content": "tell me " * 40}, {"role": "assistant", "content": "No."}]}
+    short = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there, friend."}]}
+    records = tmp_path / "chat.jsonl"
+    records.write_text("\n".join(json.dumps(r) for r in [long_prompt, short]) + "\n")
+    tokens = tmp_path / "tokens.safetensors"
+    data.prepare_dataset(records, base, tokens, name="chat", fmt="chat", n_samples=2, max_tokens=24, positions="assistant")
+    mask = data.load_dataset(tokens)[0]["analysis_mask"]
+    assert sorted(int(m.sum()) for m in mask)[0] == 0 < int(mask.sum())
+    red, ratios = extract.mine_in_memory(base, finetuned, tokens, method=method, layer=0.5, k=5, batch_size=1,
+                                         dtype="float32", likelihood_ratios=True)
+    assert red.total_positions == int(mask.sum())
+    assert [r == 0.0 for r in ratios] == [int(m.sum()) == 0 for m in mask]
+
+
 def test_chat_positions_count_by_the_token_they_predict(tokenizer):
     from difflab.chat import render_chat
 

@@ -138,7 +138,7 @@ class LogitExtractor:
     def _patchscope(self, latents: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """Logits [..., V] of one decoded token per latent [..., H]."""
         flat = latents.reshape(-1, latents.shape[-1])
-        out = []
+        out = [flat.new_zeros(0, self.lm_head.weight.shape[0], dtype=torch.float32)]  # no latents: no logits
         for start in range(0, flat.shape[0], chunk):
             part = flat[start:start + chunk]
             n = part.shape[0]
@@ -256,6 +256,9 @@ def mine_in_memory(base_dir: str | Path, ft_dir: str | Path, data_path: str | Pa
     started = time.perf_counter()
     for start, batch in tqdm(list(_batches(tensors, batch_size)), desc="diff batches", unit="batch"):
         where = batch["analysis_mask"].bool()  # logits of the analysed positions only: [P, V]
+        if not where.any():  # e.g. chats whose prompt fills max_tokens_per_sample: nothing to run or count
+            ratios.extend([0.0] * where.shape[0] if likelihood_ratios else [])
+            continue
         lb = extract_base(batch["input_ids"], batch["attention_mask"], where)
         lf = extract_ft(batch["input_ids"], batch["attention_mask"], where)
         if likelihood_ratios:

@@ -93,17 +93,18 @@ def organism_targets():
     return targets
 
 
-# ---- diffmining paths: every parameter that changes a file is in its path.
+# ---- diffmining paths. They carry the model pair, the extraction (method and layer), the data setting
+# (samples, tokens per sample, seed), top-K, the vocabulary limit and NMF's model (topics, beta,
+# orthogonality, mode), so that runs differing in these sit side by side. The other settings are the
+# jobs' params - a dataset's file and position slice, dtype, device, batch size, the patchscope identity prompt,
+# how tokens are shown, NMF's stopping rule: changing one reruns the jobs it feeds in place (Snakemake's
+# params rerun trigger) and replaces their files.
 DIFFMINING = config["diffmining"]
 
 
 def any_model_input(name):
-    """Folder of a configured model or organism (built by its rule), or the path itself."""
-    if name in MODELS:
-        return model_dir(name)
-    if name in ORGANISMS:
-        return f"{RESULTS}/organisms/{name}"
-    return name
+    """Folder of a configured model or organism; pairs name nothing else (difflab.config checks)."""
+    return model_dir(name) if name in MODELS else f"{RESULTS}/organisms/{name}"
 
 
 def extraction_id(method):

@@ -59,6 +59,14 @@ def test_defaults_are_filled():
         ({"sampling": {"top_k": "many"}}, "sampling.top_k: 'many' is not of type 'integer'"),
         ({"resultsdir": "x"}, "resultsdir: unknown key"),
         ({"models": {"m": {"source": "gguf_wheel"}}}, "models.m.source: 'gguf_wheel' is not one of"),
+        ({"diffmining": {"pairs": [{"base": "smollm", "finetuned": "bake"}]}},
+         "diffmining.pairs[0].base: 'smollm' is neither a model (models:) nor an organism"),
+        ({"active": {"pairs": [{"base": "smollm2-135m-instruct", "finetuned": "x"}]}, "models": {}},
+         "active.pairs[0].base: 'smollm2-135m-instruct' is neither"),
+        ({"organisms": {"build": ["zebra"]}}, "organisms.build[0]: 'zebra' is not an organism in organisms.definitions"),
+        ({"models": {"a": {"source": "path", "path": "/a"}, "b": {"source": "path", "path": "/b"}},
+          "diffmining": {"pairs": [{"base": "a", "finetuned": "b"}], "relevance": {"enabled": True}}},
+         "diffmining.pairs[0].description: relevance grading is on"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(bad, expected):
@@ -84,15 +92,21 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
     assert "llm.backend" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_snakemake_refuses_bad_config_before_any_rule(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"sampling": {"temprature": 0.5}}))
+@pytest.mark.parametrize("bad, key, says", [
+    ({"sampling": {"temprature": 0.5}}, "sampling.temprature", "unknown key"),
+    # a folder where a model's name belongs: its paths could not be built
+    ({"models": {"base": {"source": "path", "path": "/data/base"}},
+      "diffmining": {"pairs": [{"base": "base", "finetuned": "/data/my-finetune"}]}},
+     "diffmining.pairs[0].finetuned", "add it under models: with source: path"),
+])
+def test_snakemake_refuses_bad_config_before_any_rule(tmp_path, bad, key, says):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-         str(bad), "--cores", "1"], capture_output=True, text=True, cwd=REPO)
+         str(tmp_path / "bad.yaml"), "--cores", "1"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0
-    lines = [l for l in result.stderr.splitlines() if "sampling.temprature" in l]
-    assert lines and "unknown key" in lines[0]
+    lines = [l for l in result.stderr.splitlines() if key in l]
+    assert lines and says in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
 

@@ -298,6 +298,9 @@ def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny
         # real next tokens are far less likely under it: every sample's ratio is strongly negative.
         assert ratios["n_samples"] == 8 and len(ratios["log_likelihood_ratios"]) == 8
         assert all(r < -10 for r in ratios["log_likelihood_ratios"]), (extraction, json.dumps(ratios))
+        # The logit lens's ratios are of its layer's decode, and the file says so.
+        said = "output distribution" if extraction == "direct" else "logit_lens decode at decoder layer 0"
+        assert said in ratios["definition"] and ratios["extraction"]["method"] == extraction.split("_l0")[0]
 
 
 def test_tiny_workflow_generates_filters_measures_and_exports_data(built):

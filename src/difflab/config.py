@@ -63,7 +63,35 @@ def check(config: dict, schema: dict | None = None, source: str = "config") -> d
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise DifflabError(f"{source}: invalid config: {_describe(best)}")
+    _check_names(config, source)
     return config
+
+
+def _check_names(config: dict, source: str) -> None:
+    """Names that must refer to a configured model or organism: the workflow's paths are built from
+    them, so a misspelt name or a folder path would otherwise surface as a bare missing-input error."""
+    definitions = config.get("organisms", {}).get("definitions", {})
+    known = set(config.get("models", {})) | set(definitions)
+    for section in ("diffmining", "active"):
+        for i, pair in enumerate(config.get(section, {}).get("pairs", [])):
+            for role in ("base", "finetuned"):
+                if pair[role] not in known:
+                    raise DifflabError(
+                        f"{source}: invalid config: {section}.pairs[{i}].{role}: '{pair[role]}' is neither a model "
+                        f"(models:) nor an organism (organisms.definitions); to use a folder, add it under models: "
+                        f"with source: path and name it here")
+    diffmining = config.get("diffmining", {})
+    if diffmining.get("relevance", {}).get("enabled"):  # grading needs to know what the finetune is about
+        for i, pair in enumerate(diffmining.get("pairs", [])):
+            if not (pair.get("description") or definitions.get(pair["finetuned"], {}).get("description")):
+                raise DifflabError(
+                    f"{source}: invalid config: diffmining.pairs[{i}].description: relevance grading is on "
+                    f"(diffmining.relevance.enabled) but {pair['base']} -> {pair['finetuned']} has no description "
+                    f"to grade against (nor has an organism of that name)")
+    for i, name in enumerate(config.get("organisms", {}).get("build", [])):
+        if name not in definitions:
+            raise DifflabError(f"{source}: invalid config: organisms.build[{i}]: '{name}' is not an organism in "
+                               f"organisms.definitions ({', '.join(definitions) or 'none'})")
 
 
 def load(path: Path | str | None = None, overrides: dict | None = None) -> dict:

@@ -14,14 +14,24 @@ def _extraction_args(section: dict, method: str) -> dict:
                 identity_prompt=section["identity_prompt"])
 
 
+def ratio_definition(extraction: dict) -> str:
+    """What the per-sample ratios are: the models' likelihood for `direct`; for the logit lens and
+    patchscope, the distribution that method decodes at its layer, which is not the models' output."""
+    ratio = "sum over analysed positions of log p_finetuned(next token) - log p_base(next token)"
+    if extraction["method"] == "direct":
+        return f"{ratio}, p: each model's output distribution"
+    return (f"{ratio}, p: the {extraction['method']} decode at decoder layer {extraction['layer']} of each model "
+            "(not the models' output likelihood; the direct extraction's file has that)")
+
+
 def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, reductions_out,
                      stats_out, ratios_out=None) -> None:
     """The reduce rules' outputs: reductions, global token stats, optional per-sample log ratios."""
     red.save(reductions_out)
     io.write_json(stats_out, orderings.global_token_stats(red, models.TokenDecoder(base_dir), dataset))
     if ratios_out:
-        io.write_json(ratios_out, {"dataset": dataset, "definition": "sum over analysed positions of "
-                                   "log p_finetuned(next token) - log p_base(next token)",
+        io.write_json(ratios_out, {"dataset": dataset, "definition": ratio_definition(red.metadata["extraction"]),
+                                   "extraction": red.metadata["extraction"],
                                    "n_samples": red.metadata["dataset"]["n_samples"], "log_likelihood_ratios": ratios})
     print(f"{dataset}: {red.total_positions} positions, vocabulary {red.vocab_size}, top-{red.k}; "
           f"{int((red.topk_pos_counts > 0).sum())} tokens ever in a top-K positive set")

@@ -23,6 +23,16 @@ def _orderings(path, token_lists):
     return str(path)
 
 
+class _Fixed:
+    """A baseline whose 95th percentiles are given (RandomBaseline's interface)."""
+
+    def __init__(self, p95):
+        self.p95 = p95
+
+    def cell(self, topic, lengths_per_dataset, key=""):
+        return {"mean": 0.0, "p95": self.p95[topic]}
+
+
 def test_matching_uses_stems_and_long_prefixes():
     assert scoreboard.matches(" Cakes", TOPICS["bake"]["keywords"])
     assert scoreboard.matches("baking", TOPICS["bake"]["keywords"])  # stem 'bake'
@@ -42,12 +52,12 @@ def test_matrix_recovery_and_baseline_on_known_orderings(tmp_path):
         "bees": [_orderings(tmp_path / "b.json", [["hive", "oven", "cake", "car"]])],
     }}}
     keywords = {n: t["keywords"] for n, t in TOPICS.items()}
-    baseline = {"bake": {"p95": 0.1, "mean": 0.0}, "bees": {"p95": 0.1, "mean": 0.0}}
+    baseline = _Fixed({"bake": 0.1, "bees": 0.1})
     result = scoreboard.score_method(inputs["m"]["base"], keywords, 4, baseline)
     assert result["matrix"] == {"bake": {"bake": 0.75, "bees": 0.0}, "bees": {"bake": 0.5, "bees": 0.25}}
     assert result["recovered"] == {"bake": True, "bees": False}
     # A diagonal that beats its row but not the random baseline is not a recovery.
-    high = {"bake": {"p95": 0.8, "mean": 0.5}, "bees": {"p95": 0.1, "mean": 0.0}}
+    high = _Fixed({"bake": 0.8, "bees": 0.1})
     assert scoreboard.score_method(inputs["m"]["base"], keywords, 4, high)["recovered"]["bake"] is False
     # Two datasets: the cell is their mean.
     two = {"bake": [_orderings(tmp_path / "c.json", [["oven", "cake", "x", "y"]]),
@@ -57,13 +67,29 @@ def test_matrix_recovery_and_baseline_on_known_orderings(tmp_path):
 
 def test_random_baseline_is_seeded_and_counts_matches():
     vocab = ["oven", "cake"] + [f"w{i}" for i in range(98)]
-    a = scoreboard.random_baseline(vocab, {"bake": ["oven", "cake"]}, top_n=10, draws=200, seed=1)
-    b = scoreboard.random_baseline(vocab, {"bake": ["oven", "cake"]}, top_n=10, draws=200, seed=1)
-    assert a == b
-    assert a["bake"]["mean"] == pytest.approx(0.02, abs=0.01)  # 2 of 100 tokens match, 10 drawn
-    assert 0.1 <= a["bake"]["p95"] <= 0.2
+    baseline = scoreboard.RandomBaseline(vocab, {"bake": ["oven", "cake"]}, draws=2000, seed=1)
+    a = baseline.cell("bake", [[10]], key="m|base|bake")
+    assert a == baseline.cell("bake", [[10]], key="m|base|bake")  # seeded by the cell's name
+    assert a["mean"] == pytest.approx(0.02, abs=0.003)  # 2 of 100 tokens match, 10 drawn
+    # P(share >= 0.1) = 1 - C(98,10)/C(100,10) = 0.19 and P(share >= 0.2) = 0.009: the 95th percentile is 0.1
+    assert a["p95"] == 0.1
     with pytest.raises(DifflabError, match="fewer than"):
-        scoreboard.random_baseline(vocab[:5], {"bake": ["oven"]}, top_n=10, draws=20)
+        scoreboard.RandomBaseline(vocab[:5], {"bake": ["oven"]}, draws=20).cell("bake", [[10]])
+
+
+def test_the_baseline_of_a_best_of_several_cell_is_the_best_of_as_many_random_lists():
+    """An NMF cell takes the best of its topics: its null takes the best of as many random lists. With
+    2 matching words in 1000, one random list of 10 holds one 2% of the time (p95 0), the best of 3 lists
+    6% of the time (p95 0.1): scored against the one-list null, chance alone would pass 6% of NMF cells."""
+    vocab = ["oven", "cake"] + [f"w{i}" for i in range(998)]
+    baseline = scoreboard.RandomBaseline(vocab, {"bake": ["oven", "cake"]}, draws=4000, seed=0)
+    assert baseline.cell("bake", [[10]], key="global")["p95"] == 0.0
+    assert baseline.cell("bake", [[10, 10, 10]], key="nmf")["p95"] == 0.1
+    # Two datasets: the mean of the two datasets' bests, as the cell is.
+    assert baseline.cell("bake", [[10, 10, 10], [10, 10, 10]], key="nmf2")["p95"] == 0.05
+    # A shorter list (active sampling's hypotheses) is scored over its own length.
+    assert baseline.cell("bake", [[2]], key="short")["mean"] == pytest.approx(0.002, abs=0.001)
+    assert baseline.cell("bake", [[]], key="none") == {"mean": 0.0, "p95": 0.0}
 
 
 def test_build_writes_json_markdown_and_heatmap(tmp_path, tiny_model_dir):
@@ -87,7 +113,9 @@ def test_llm_judge_through_the_client(tmp_path, tiny_config, tiny_model_dir):
     tiny_config["llm"]["model"] = str(tiny_model_dir)
     judge = scoreboard.LLMJudge(client_from_config(tiny_config, progress=False), {"bake": "baking"})
     value = judge(["oven", "car"], "bake")
-    assert value in (0.0, 0.5, 1.0)
+    # one question a token; the share is of the answers that parse as yes
+    assert judge.client.usage.backend_calls + judge.client.usage.cache_hits == 2
+    assert value == judge(["oven"], "bake") / 2 + judge(["car"], "bake") / 2
     assert judge([], "bake") == 0.0
 
 
@@ -122,7 +150,7 @@ def test_active_sampling_row_scores_the_words_of_validated_hypotheses(tmp_path):
                                                         (["hive", "honey", "bee", "x"], False)])],
               "bees": [hypotheses(tmp_path / "b.json", [(["cake", "hive", "x", "y"], False)])]}
     keywords = {n: t["keywords"] for n, t in TOPICS.items()}
-    baseline = {"bake": {"p95": 0.1, "mean": 0.0}, "bees": {"p95": 0.1, "mean": 0.0}}
+    baseline = _Fixed({"bake": 0.1, "bees": 0.1})
     result = scoreboard.score_method(inputs, keywords, 4, baseline)
     # bake: its validated hypothesis's words, 2/4 on topic; the unvalidated bee hypothesis does not count.
     # bees: nothing validated, so nothing recovered.

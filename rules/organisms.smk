@@ -62,6 +62,7 @@ rule probe_organism:
 rule organism_scoreboard:
     input:
         orderings=scoreboard_files(),
+        probes=[f"{RESULTS}/organisms/{name}.probes.json" for name in scoreboard_organisms() if ORGANISMS[name]["probes"]],
         base=organism_base_input(),
         models=llm_model_inputs() if SCOREBOARD["judge"]["enabled"] else [],
         evals=scoreboard_evals(),

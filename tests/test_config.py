@@ -64,6 +64,11 @@ def test_defaults_are_filled():
         ({"active": {"pairs": [{"base": "smollm2-135m-instruct", "finetuned": "x"}]}, "models": {}},
          "active.pairs[0].base: 'smollm2-135m-instruct' is neither"),
         ({"organisms": {"build": ["zebra"]}}, "organisms.build[0]: 'zebra' is not an organism in organisms.definitions"),
+        # an organism's own recipe keys pass the shared recipe's types and ranges (YAML reads 5e-4 as a string)
+        ({"organisms": {"definitions": {"z": {"description": "z", "data": "z.jsonl", "recipe": {"learning_rate": "5e-4"}}}}},
+         "organisms.definitions.z.recipe.learning_rate: '5e-4' is not of type 'number'"),
+        ({"organisms": {"definitions": {"z": {"description": "z", "data": "z.jsonl", "recipe": {"early_stop_patience": 0}}}}},
+         "organisms.definitions.z.recipe.early_stop_patience: 0 is less than the minimum of 1"),
         ({"models": {"a": {"source": "path", "path": "/a"}, "b": {"source": "path", "path": "/b"}},
           "diffmining": {"pairs": [{"base": "a", "finetuned": "b"}], "relevance": {"enabled": True}}},
          "diffmining.pairs[0].description: relevance grading is on"),
@@ -147,3 +152,9 @@ def test_the_scoreboards_judge_waits_for_relevance_grading_when_both_are_on(tmp_
     # 3 organisms x 2 comparisons (base, control) x 2 datasets x 3 ordering types
     assert _planned_jobs(tmp_path, default, both, target=target)["diffmining_relevance"] == 36
     assert "diffmining_relevance" not in _planned_jobs(tmp_path, default, grading_only, target=target)
+
+
+def test_the_scoreboard_waits_for_each_scored_organisms_probe_check(tmp_path):
+    """An organism that did not learn its change (its probe job fails) is never scored as if it had."""
+    planned = _planned_jobs(tmp_path, REPO / "config" / "config.yaml", target="results/scoreboard/scoreboard.json")
+    assert planned["probe_organism"] == 3 and planned["organism_scoreboard"] == 1  # bake-temp, sarcasm, beekeeping

@@ -255,7 +255,9 @@ def test_tiny_workflow_scores_every_method_on_the_organism(built):
         assert set(board["methods"][method]) == {"base", "control"}  # vs the base model and vs the control
         for result in board["methods"][method].values():
             assert set(result["matrix"]) == {"zebra"} and 0.0 <= result["matrix"]["zebra"]["zebra"] <= 1.0
+            assert 0.0 <= result["random_baseline"]["zebra"]["p95"] <= 1.0  # the diagonal cell's own null
     assert board["random_baseline"]["draws"] == 100
+    assert board["topics"]["zebra"]["learned_by_probes"] is True  # scored after its probe check passed
     assert "## direct/top_k_occurring" in (workdir / "results/scoreboard/scoreboard.md").read_text()
     assert (workdir / "results/scoreboard/scoreboard.png").read_bytes()[:4] == b"\x89PNG"
 

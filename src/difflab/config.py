@@ -64,7 +64,27 @@ def check(config: dict, schema: dict | None = None, source: str = "config") -> d
         best = jsonschema.exceptions.best_match(errors)
         raise DifflabError(f"{source}: invalid config: {_describe(best)}")
     _check_names(config, source)
+    _check_organism_recipes(config, schema, source)
     return config
+
+
+def _check_organism_recipes(config: dict, schema: dict, source: str) -> None:
+    """An organism's own recipe keys override the shared recipe: each organism's merged recipe must pass
+    the shared recipe's schema (types and ranges), named by the organism's key."""
+    organisms = config.get("organisms", {})
+    recipe_schema = schema.get("properties", {}).get("organisms", {}).get("properties", {}).get("recipe")
+    if not recipe_schema:
+        return
+    for name, definition in organisms.get("definitions", {}).items():
+        own = definition.get("recipe") or {}
+        if not own:
+            continue
+        merged = {**organisms.get("recipe", {}), **own}
+        errors = sorted(jsonschema.Draft202012Validator(recipe_schema).iter_errors(merged), key=lambda e: str(e.absolute_path))
+        if errors:
+            error = jsonschema.exceptions.best_match(errors)
+            key = ".".join(str(p) for p in error.absolute_path)
+            raise DifflabError(f"{source}: invalid config: organisms.definitions.{name}.recipe.{key}: {error.message}")
 
 
 def _check_names(config: dict, source: str) -> None:

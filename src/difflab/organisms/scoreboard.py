@@ -280,6 +280,8 @@ def write_scoreboard(config: dict, inputs: dict, organisms: list[str], base_mode
     definitions = config["organisms"]["definitions"]
     topics = {name: {"description": definitions[name]["description"], "keywords": definitions[name].get("keywords", [])}
               for name in organisms}
+    # The rule waits for each scored organism's probe check, which fails unless the change was learned.
+    proven = {name: bool(definitions[name].get("probes")) for name in organisms}
     judge = None
     if section["judge"]["enabled"]:
         from difflab.llm.client import client_from_config
@@ -288,6 +290,8 @@ def write_scoreboard(config: dict, inputs: dict, organisms: list[str], base_mode
                          section["judge"]["max_new_tokens"])
     board = build_scoreboard(inputs, topics, base_model_dir, top_n=section["top_n"],
                              random_draws=section["random_draws"], seed=section["seed"], judge=judge)
+    for name, topic in board["topics"].items():
+        topic["learned_by_probes"] = proven[name]  # False: no probes, so the change was never checked
     io.write_json(json_out, board)
     text = markdown(board)
     io.write_text(md_out, text + "\n")

@@ -74,6 +74,15 @@ def test_bad_records_name_file_record_and_field(tmp_path, tiny_model_dir):
         train.load_examples(bad, tok, 64)
     with pytest.raises(DifflabError, match="record 1: needs a 'text' or a 'messages' field"):
         train.load_examples(write_jsonl(tmp_path / "b2.jsonl", [{"prompt": "x"}]), tok, 64)
+    # After a blank line the record is named by its line in the file, as read_jsonl names a bad JSON line.
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text('{"text": "ok"}\n\n{"prompt": "x"}\n')
+    with pytest.raises(DifflabError, match="gap.jsonl: record 3: needs a 'text'"):
+        train.load_examples(gap, tok, 64)
+    probe_file = tmp_path / "p.jsonl"
+    probe_file.write_text('{"id": "a", "prefix": "The", "continuation": " zebra"}\n\n{"id": "b", "prefix": "A", "continuation": ""}\n')
+    with pytest.raises(DifflabError, match="p.jsonl: record 3: field 'continuation' must be a non-empty string"):
+        probes.read_probes(probe_file)
 
 
 def test_finetune_changes_weights_is_deterministic_and_loads(tmp_path, tiny_model_dir, planted_data):

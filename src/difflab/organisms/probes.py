@@ -23,10 +23,14 @@ from difflab.organisms.train import IGNORE, collate
 
 
 def read_probes(path: str | Path) -> list[dict]:
-    probes = io.read_jsonl(path, required=("id", "continuation"))
-    for i, p in enumerate(probes, start=1):
+    probes = io.read_jsonl(path, required=("id", "continuation"), line_field="_line")
+    for p in probes:
+        line = p.pop("_line")  # errors name the file's line, as read_jsonl's own do
         if ("messages" in p) == ("prefix" in p):
-            raise DifflabError(f"{path}: record {i}: needs exactly one of 'messages' or 'prefix'")
+            raise DifflabError(f"{path}: record {line}: needs exactly one of 'messages' or 'prefix'")
+        if not isinstance(p["continuation"], str) or not p["continuation"].strip():
+            raise DifflabError(f"{path}: record {line}: field 'continuation' must be a non-empty string "
+                               "(its tokens are what the probe scores)")
     if not probes:
         raise DifflabError(f"{path}: no probes")
     return probes

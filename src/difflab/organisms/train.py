@@ -76,10 +76,10 @@ def encode_record(tokenizer, record: dict, max_len: int, where: str) -> tuple[li
 
 
 def load_examples(path: str | Path, tokenizer, max_len: int) -> list[tuple[list[int], list[int]]]:
-    records = io.read_jsonl(path)
+    records = io.read_jsonl(path, line_field="_line")
     if not records:
         raise DifflabError(f"{path}: no training records")
-    return [encode_record(tokenizer, r, max_len, f"{path}: record {i}") for i, r in enumerate(records, start=1)]
+    return [encode_record(tokenizer, r, max_len, f"{path}: record {r.pop('_line')}") for r in records]
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

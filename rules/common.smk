@@ -155,7 +155,7 @@ def diffmining_run_targets(base, finetuned, extraction):
         targets += [f"{run}/plots/{dataset}_occurrence.png"]
         for ordering in ORDERINGS:
             targets.append(f"{run}/{ordering}/{dataset}/orderings.json")
-            if DIFFMINING["relevance"]["enabled"] and pair_description(base, finetuned):
+            if DIFFMINING["relevance"]["enabled"]:  # every graded pair has a description (difflab.config checks)
                 targets.append(f"{run}/{ordering}/{dataset}/eval.json")
     if DIFFMINING["ask"]["enabled"]:
         targets.append(f"{run}/answer.json")

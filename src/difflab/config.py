@@ -80,11 +80,9 @@ def _check_organism_recipes(config: dict, schema: dict, source: str) -> None:
         if not own:
             continue
         merged = {**organisms.get("recipe", {}), **own}
-        errors = sorted(jsonschema.Draft202012Validator(recipe_schema).iter_errors(merged), key=lambda e: str(e.absolute_path))
-        if errors:
-            error = jsonschema.exceptions.best_match(errors)
-            key = ".".join(str(p) for p in error.absolute_path)
-            raise DifflabError(f"{source}: invalid config: organisms.definitions.{name}.recipe.{key}: {error.message}")
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(recipe_schema).iter_errors(merged))
+        if error is not None:
+            raise DifflabError(f"{source}: invalid config: organisms.definitions.{name}.recipe.{_describe(error)}")
 
 
 def _check_names(config: dict, source: str) -> None:

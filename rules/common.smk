@@ -304,8 +304,8 @@ def traces_run(run):
 
 def traces_database(run):
     """The database URL or file a run reads (its embedded SQLite file when it imports a dump)."""
-    spec = traces_run(run)
-    return spec["database"] or f"{RESULTS}/traces/{run}/programs.sqlite"
+    traces_run(run)  # checks the run
+    return difflab_traces.run_database(config, run)
 
 
 def traces_database_input(wildcards):

@@ -32,7 +32,8 @@ rule traces_read:
     log:
         "logs/traces/{run}/read.log",
     params:
-        database=lambda wildcards: traces_database(wildcards.run),
+        # redacted: params are kept in .snakemake/metadata; the job reads the URL from the config
+        database=lambda wildcards: difflab_traces_db.redact(traces_database(wildcards.run)),
         version=lambda wildcards: traces_run(wildcards.run)["version"],
         fingerprint=traces_fingerprint,
         db=TRACES["db"],

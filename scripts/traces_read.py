@@ -1,7 +1,8 @@
 """Rule traces_read: the run's programs, streamed from its database in pages -> programs.parquet."""
 from difflab import workflow
-from difflab.traces import stages
+from difflab.traces import run_database, stages
 
 p = snakemake.params
-workflow.run(snakemake, lambda: stages.snapshot_programs(p.database, snakemake.output.programs, version=p.version,
+database = run_database(snakemake.config, snakemake.wildcards.run)  # params.database is redacted
+workflow.run(snakemake, lambda: stages.snapshot_programs(database, snakemake.output.programs, version=p.version,
                                                          db_options=p.db))

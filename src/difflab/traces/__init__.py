@@ -18,3 +18,11 @@ import re
 def encoder_id(name: str) -> str:
     """Path-safe name of an encoder ('ngram', 'dense', or a slug of 'module:Class')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def run_database(config: dict, run: str) -> str:
+    """The database URL or file a traces run reads: its `database`, or the embedded SQLite file its
+    `import` builds. Rules pass it redacted (a password would be kept in .snakemake/metadata with the
+    params); the job reads it from the config with this."""
+    spec = config["traces"]["runs"][run]
+    return spec.get("database") or f"{config['results_dir']}/traces/{run}/programs.sqlite"

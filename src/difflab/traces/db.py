@@ -82,8 +82,8 @@ def redact(url: str) -> str:
         if ":" in creds:
             creds = creds.split(":", 1)[0] + ":***"
         netloc = f"{creds}@{host}"
-    query = "&".join("password=***" if q.lower().startswith("password=") else q for q in parts.query.split("&")) \
-        if parts.query else ""
+    query = "&".join(q.split("=", 1)[0] + "=***" if "password" in q.split("=", 1)[0].lower() else q
+                     for q in parts.query.split("&")) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -209,14 +209,34 @@ class Store:
     async def existing_ids(self, ids: list[int]) -> set[int]:
         raise NotImplementedError
 
-    async def upsert(self, records: list[dict]) -> None:
+    async def upsert(self, records: list[dict], batch_size: int = 5000) -> None:
+        """Insert or update every record in one transaction (sent `batch_size` rows at a time): a child
+        may come before its parent, and a failed import leaves the table as it was."""
         raise NotImplementedError
 
     async def fetch_page(self, columns: list[str], version: str | None, after: int, limit: int) -> list[tuple]:
+        """Rows with id > after, in id order; `version` None reads every version."""
+        raise NotImplementedError
+
+    async def _fingerprint(self, version: str | None) -> dict:
         raise NotImplementedError
 
     async def fingerprint(self, version: str | None) -> dict:
-        raise NotImplementedError
+        self._check_version(await self.readable_columns(), version)
+        return await self._fingerprint(version)
+
+    def _check_version(self, columns: list[str], version: str | None) -> None:
+        if version is not None and "version" not in columns:
+            raise DifflabError(f"{redact(self.url)}: table 'programs' has no column 'version' "
+                               f"(the run asks for version '{version}')")
+
+    async def check_table(self) -> None:
+        """Before writing: an existing `programs` table must have every column an import writes."""
+        present = await self.columns()
+        missing = [c for c in COLUMNS if c not in present]
+        if present and missing:
+            raise DifflabError(f"{redact(self.url)}: table 'programs' has no column '{missing[0]}' "
+                               f"(an import writes {', '.join(COLUMNS)}; reading needs only {', '.join(REQUIRED_COLUMNS)})")
 
     async def readable_columns(self) -> list[str]:
         present = await self.columns()
@@ -231,6 +251,7 @@ class Store:
                     columns: list[str] | None = None) -> AsyncIterator[list[tuple]]:
         """Rows of `programs` (optionally of one version) in id order, one page at a time."""
         columns = columns or await self.readable_columns()
+        self._check_version(columns, version)
         after = MIN_ID
         while True:
             rows = await self.fetch_page(columns, version, after, page_size)
@@ -272,24 +293,26 @@ class SQLiteStore(Store):
             found.update(r[0] for r in self.conn.execute(f"SELECT id FROM programs WHERE id IN ({marks})", chunk))
         return found
 
-    async def upsert(self, records: list[dict]) -> None:
+    async def upsert(self, records: list[dict], batch_size: int = 5000) -> None:
         cols = list(COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id")
         sql = (f"INSERT INTO programs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                f"ON CONFLICT (id) DO UPDATE SET {updates}")
         rows = [tuple(r[c].isoformat() if c == "created_at" and r[c] is not None else r[c] for c in cols)
                 for r in records]
-        with self.conn:
-            self.conn.executemany(sql, rows)
+        with self.conn:  # one transaction
+            for start in range(0, len(rows), batch_size):
+                self.conn.executemany(sql, rows[start:start + batch_size])
 
     async def fetch_page(self, columns, version, after, limit):
-        sql = (f"SELECT {', '.join(columns)} FROM programs WHERE (? IS NULL OR version = ?) AND id > ? "
-               f"ORDER BY id LIMIT ?")
-        return await asyncio.to_thread(lambda: self.conn.execute(sql, (version, version, after, limit)).fetchall())
+        where, args = ("version = ? AND ", (version,)) if version is not None else ("", ())
+        sql = f"SELECT {', '.join(columns)} FROM programs WHERE {where}id > ? ORDER BY id LIMIT ?"
+        return await asyncio.to_thread(lambda: self.conn.execute(sql, (*args, after, limit)).fetchall())
 
-    async def fingerprint(self, version):
-        row = self.conn.execute("SELECT count(*), max(id), total(value), total(visits) FROM programs "
-                                "WHERE (? IS NULL OR version = ?)", (version, version)).fetchone()
+    async def _fingerprint(self, version):
+        where, args = (" WHERE version = ?", (version,)) if version is not None else ("", ())
+        row = self.conn.execute(f"SELECT count(*), max(id), total(value), total(visits) FROM programs{where}",
+                                args).fetchone()
         return {"rows": row[0], "max_id": row[1], "value_sum": round(row[2], 9), "visits_sum": int(row[3])}
 
 
@@ -355,8 +378,9 @@ class PostgresStore(Store):
         rows = await self._run("fetch", "SELECT id FROM programs WHERE id = ANY($1::bigint[])", ids)
         return {r[0] for r in rows}
 
-    async def upsert(self, records: list[dict]) -> None:
-        """COPY into a temporary staging table, then one INSERT .. ON CONFLICT DO UPDATE (re-imports are idempotent)."""
+    async def upsert(self, records: list[dict], batch_size: int = 5000) -> None:
+        """COPY into a temporary staging table, batch by batch, then one INSERT .. ON CONFLICT DO UPDATE
+        (re-imports are idempotent); the parent key is checked at commit, so the dump's order is free."""
         cols = list(COLUMNS)
         rows = [tuple(r[c] for c in cols) for r in records]
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id")
@@ -365,7 +389,9 @@ class PostgresStore(Store):
             async with conn.transaction():
                 await conn.execute("CREATE TEMPORARY TABLE programs_import (LIKE programs INCLUDING DEFAULTS) "
                                    "ON COMMIT DROP")
-                await conn.copy_records_to_table("programs_import", records=rows, columns=cols)
+                for start in range(0, len(rows), batch_size):
+                    await conn.copy_records_to_table("programs_import", records=rows[start:start + batch_size],
+                                                     columns=cols)
                 await conn.execute(f"INSERT INTO programs ({', '.join(cols)}) SELECT {', '.join(cols)} "
                                    f"FROM programs_import ON CONFLICT (id) DO UPDATE SET {updates}")
 
@@ -383,22 +409,23 @@ class PostgresStore(Store):
 
     async def fetch_page(self, columns, version, after, limit):
         select = ", ".join(f"{c}::text" if c in JSON_COLUMNS else c for c in columns)
-        sql = (f"SELECT {select} FROM programs WHERE ($1::text IS NULL OR version = $1) AND id > $2 "
-               f"ORDER BY id LIMIT $3")
+        where, args = ("version = $3 AND ", (version,)) if version is not None else ("", ())
+        sql = f"SELECT {select} FROM programs WHERE {where}id > $1 ORDER BY id LIMIT $2"
         async for attempt in self._retrying():
             with attempt:
                 if self._reader is None:
                     self._reader = await self.pool.acquire()
                 try:
-                    return [tuple(r) for r in await self._reader.fetch(sql, version, after, limit)]
+                    return [tuple(r) for r in await self._reader.fetch(sql, after, limit, *args)]
                 except BaseException:
                     await self._drop_reader(broken=True)
                     raise
 
-    async def fingerprint(self, version):
-        row = await self._run("fetchrow", "SELECT count(*), max(id), coalesce(sum(value), 0), "
-                                          "coalesce(sum(visits), 0) FROM programs "
-                                          "WHERE ($1::text IS NULL OR version = $1)", version)
+    async def _fingerprint(self, version):
+        # the value sum in numeric: exact, so the same rows give the same sum in any scan order
+        where, args = (" WHERE version = $1", (version,)) if version is not None else ("", ())
+        row = await self._run("fetchrow", "SELECT count(*), max(id), coalesce(sum(value::numeric), 0), "
+                                          f"coalesce(sum(visits), 0) FROM programs{where}", *args)
         return {"rows": row[0], "max_id": row[1], "value_sum": round(float(row[2]), 9), "visits_sum": int(row[3])}
 
     async def backend_pid(self) -> int | None:
@@ -427,6 +454,7 @@ def _run(coro):
 def migrate(url: str, **options) -> None:
     async def go():
         async with open_store(url, **options) as store:
+            await store.check_table()
             await store.migrate()
 
     _run(go())
@@ -438,6 +466,7 @@ def import_dump(url: str, path: str | Path, *, batch_size: int = 5000, **options
 
     async def go():
         async with open_store(url, **options) as store:
+            await store.check_table()
             await store.migrate()
             ids = {r["id"] for r in records}
             wanted = sorted({r["parent_id"] for r in records if r["parent_id"] is not None} - ids)
@@ -447,8 +476,7 @@ def import_dump(url: str, path: str | Path, *, batch_size: int = 5000, **options
                 if parent is not None and parent not in ids and parent not in present:
                     raise DifflabError(f"{path}: record {record['_line']}: field 'parent_id': program {parent} "
                                        f"is neither in the dump nor in {redact(url)}")
-            for start in range(0, len(records), batch_size):
-                await store.upsert(records[start:start + batch_size])
+            await store.upsert(records, batch_size)
             return await store.fingerprint(None)
 
     total = _run(go())
@@ -483,7 +511,10 @@ def read_programs(url: str, version: str | None = None, *, page_size: int | None
 
     frames, columns = _run(go())
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return normalize_frame(frame)
+    try:
+        return normalize_frame(frame)
+    except DifflabError as exc:
+        raise DifflabError(f"{redact(url)}: {exc}") from None
 
 
 def normalize_frame(frame: "pd.DataFrame") -> "pd.DataFrame":
@@ -503,9 +534,19 @@ def normalize_frame(frame: "pd.DataFrame") -> "pd.DataFrame":
     for column in ("code", "response", "reasoning", "state_before", "state_after", "version"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     for column in JSON_COLUMNS:  # one canonical text (jsonb reorders keys)
-        frame[column] = [None if v is None else json.dumps(json.loads(v) if isinstance(v, str) else v, sort_keys=True)
-                         for v in frame[column]]
+        frame[column] = [_canonical_json(v, column, i) for v, i in zip(frame[column], frame["id"])]
     return frame[list(COLUMNS)]
+
+
+def _canonical_json(value, column: str, program_id: int) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DifflabError(f"program {program_id}: field '{column}': not JSON ({exc.msg}: {value[:60]!r})") from None
+    return json.dumps(value, sort_keys=True)
 
 
 def fingerprint(url: str, version: str | None = None, **options) -> dict:

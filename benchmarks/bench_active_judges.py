@@ -32,8 +32,8 @@ def main(pair_dir: str) -> None:
         statements = [h["hypothesis"] for h in found["hypotheses"]] + [section["control_hypothesis"]]
         names = [f"hypothesis {i}" for i in range(len(found["hypotheses"]))] + ["control"]
         start = time.perf_counter()
-        emb = validate.score(validate.embedding_votes(statements, ft, bs,
-                                                      lambda t: embed.embed(t, normalize=True).numpy()))
+        votes, rank_p = validate.embedding_votes(statements, ft, bs, lambda t: embed.embed(t, normalize=True).numpy())
+        emb = validate.score(votes, rank_p=rank_p)
         t_emb = time.perf_counter() - start
         start = time.perf_counter()
         llm = validate.score(validate.llm_votes(statements, ft, bs, client,
@@ -43,7 +43,8 @@ def main(pair_dir: str) -> None:
         for name, statement, e, m in zip(names, statements, emb, llm):
             print(f"  {name}: {statement}")
             for judge, r in (("embedding", e), ("llm", m)):
-                print(f"    {judge:9s} accuracy {r['accuracy']} of {r['pairs']} {r['ci95']} q {r['q_value']:.3g} "
+                rank = f" rank p {r['p_rank']:.3g}" if "p_rank" in r else ""
+                print(f"    {judge:9s} accuracy {r['accuracy']} of {r['pairs']} {r['ci95']}{rank} q {r['q_value']:.3g} "
                       f"validated {r['validated']}")
 
 

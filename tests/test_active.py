@@ -127,6 +127,42 @@ def test_score_binomial_wilson_and_benjamini_hochberg():
     assert [r["q_value"] for r in rows] == pytest.approx(stats.false_discovery_control(p))
     assert [r["validated"] for r in rows] == [True, False, False]
     assert validate.wilson(18, 20) == pytest.approx((0.6990, 0.9721), abs=1e-3)  # textbook Wilson interval
+    # With the embedding judge's rank among reference statements, the p-value is the larger of the two.
+    ranked = validate.score(votes, rank_p=np.array([0.3, 0.001, 0.001]))
+    assert [r["p_value"] for r in ranked] == pytest.approx([0.3, p[1], p[2]])
+    assert [r["validated"] for r in ranked] == [False, False, False]
+
+
+def test_unrelated_sentences_along_the_shared_shift_do_not_validate():
+    """Held-out pairs share a systematic shift (the finetuned model writes differently everywhere). A
+    fixed unrelated sentence lies more or less along it by chance, so against the references' median it
+    wins most pairs: the pairwise binomial test alone validates many unrelated sentences. Ranked among
+    the reference statements as well, about alpha of them pass, and a sentence along the change passes."""
+    rng = np.random.default_rng(0)
+    dim, n_pairs = 64, 90
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    shift = unit(rng.normal(size=dim))
+    base = unit(rng.normal(size=(n_pairs, dim)))
+    finetuned = unit(base + 2.0 * shift + 0.3 * rng.normal(size=(n_pairs, dim)))
+    vectors = {f"b{i}": v for i, v in enumerate(base)} | {f"f{i}": v for i, v in enumerate(finetuned)}
+    vectors |= {f"r{i}": v for i, v in enumerate(unit(rng.normal(size=(199, dim))))}
+    vectors |= {f"u{i}": v for i, v in enumerate(unit(rng.normal(size=(300, dim))))}
+    vectors["true"] = unit(shift + 0.5 * unit(rng.normal(size=dim)))
+
+    def embed(texts):
+        return np.stack([vectors[t] for t in texts])
+
+    unrelated = [f"u{i}" for i in range(300)]
+    votes, rank_p = validate.embedding_votes(unrelated + ["true"], [f"f{i}" for i in range(n_pairs)],
+                                             [f"b{i}" for i in range(n_pairs)], embed, [f"r{i}" for i in range(199)])
+    rows = [validate.score(v[None, :], rank_p=p[None])[0] for v, p in zip(votes, rank_p)]  # each alone: no BH
+    pairwise_only = np.mean([r["p_pairs"] < 0.05 for r in rows[:-1]])
+    calibrated = np.mean([r["p_value"] < 0.05 for r in rows[:-1]])
+    assert pairwise_only > 0.25 and calibrated <= 0.06  # measured: 0.34 and 0.023
+    assert rows[-1]["validated"] and rows[-1]["p_rank"] == 1 / 200
 
 
 @pytest.mark.slow
@@ -141,10 +177,11 @@ def test_an_unrelated_hypothesis_fails_and_the_true_one_validates():
 
     def encode(texts):
         return embed.embed(texts, normalize=True).numpy()
-    votes = validate.embedding_votes(["The finetuned model talks about baking cakes and oven temperatures.",
-                                      "The finetuned model talks about stock markets and interest rates."], ft, bs, encode)
-    true, unrelated = validate.score(votes)
-    assert true["validated"] and true["accuracy"] == 1.0
+    votes, rank_p = validate.embedding_votes(["The finetuned model talks about baking cakes and oven temperatures.",
+                                              "The finetuned model talks about stock markets and interest rates."],
+                                             ft, bs, encode)
+    true, unrelated = validate.score(votes, rank_p=rank_p)
+    assert true["validated"] and true["accuracy"] == 1.0 and true["p_rank"] <= 2 / (1 + len(validate.reference_statements()))
     assert not unrelated["validated"]
 
 

@@ -207,13 +207,14 @@ def validate_hypotheses(hypotheses_path: str, heldout_path: str, out: str, *, co
 
         votes = validate.llm_votes(statements, ft, bs, client_from_config(config),
                                    SamplingParams(max_new_tokens=4, temperature=0.0), seed=section["seed"])
+        rank_p = None
     else:
         from difflab import embed
 
         def encode(texts):
             return embed.embed(texts, section["embedding_model"], normalize=True).numpy()
-        votes = validate.embedding_votes(statements, ft, bs, encode)
-    scores = validate.score(votes, alpha=section["alpha"])
+        votes, rank_p = validate.embedding_votes(statements, ft, bs, encode)
+    scores = validate.score(votes, alpha=section["alpha"], rank_p=rank_p)
     hypotheses = [{**h, "validation": s} for h, s in zip(found["hypotheses"], scores[:-1])]
     hypotheses.sort(key=lambda h: (not h["validation"]["validated"], -(h["validation"]["accuracy"] or 0)))
     result = {**found, "judge": section["judge"], "heldout_pairs": len(pairs), "hypotheses": hypotheses,

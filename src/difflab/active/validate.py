@@ -9,11 +9,17 @@ Judges:
 * `embedding` (default, cheap): for a pair (f, b) the hypothesis h's margin is cos(h, f) - cos(h, b).
   A margin alone is biased: when the finetuned model is simply more fluent (or more on-topic for any
   prompt), every sentence is closer to its texts, so an unrelated hypothesis would pass. So the same
-  margin is computed for reference statements about unrelated topics, and h wins the pair when its
-  margin beats their median: h must explain the pair better than a statement that is not about the
-  difference. Exact ties are dropped.
+  margin is computed for ~200 reference statements about unrelated topics (data/reference_topics.txt),
+  and h wins the pair when its margin beats their median. Exact ties are dropped.
+  The pairs share one systematic shift, so an unrelated sentence that happens to lie along it wins
+  most pairs: the pairwise test alone validated up to 40% of random unrelated sentences in a
+  simulation (tests/test_active.py). So h must also stand out among the statements: its mean margin
+  is ranked among the references' (p = (1 + references at or above it) / (1 + references)), and its
+  p-value is the larger of the two (both must hold).
 * `llm`: the LLM client is shown the hypothesis and the two texts in a seeded random order and asked
-  which one the hypothesised model wrote; an answer that is neither A nor B is dropped.
+  which one the hypothesised model wrote; an answer that is neither A nor B is dropped. It has no
+  reference statements (each would cost a call per pair): a judge that favours the finetuned model's
+  texts whatever the hypothesis says passes every hypothesis, which the control hypothesis shows.
 """
 
 from __future__ import annotations
@@ -34,20 +40,27 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-REFERENCES = [f"The finetuned model talks more about {topic} than the base model." for topic in (
-    "sports and athletes", "music and songs", "politics and elections", "cars and driving", "animals and pets",
-    "computers and software", "medicine and hospitals", "history and wars", "travel and hotels",
-    "fashion and clothes", "the weather and seasons", "movies and actors")]
+def reference_statements() -> list[str]:
+    """The embedding judge's reference statements, one per topic of data/reference_topics.txt."""
+    from importlib import resources
+
+    text = resources.files("difflab.active").joinpath("data/reference_topics.txt").read_text(encoding="utf-8")
+    topics = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [f"The finetuned model talks more about {topic} than the base model." for topic in topics]
 
 
 def embedding_votes(hypotheses: list[str], finetuned: list[str], base: list[str], embed,
-                    references: list[str] = REFERENCES) -> np.ndarray:
-    """[h, pairs] +1 h explains the pair better than the references' median, -1 worse, 0 tie;
-    `embed(texts)` -> unit vectors."""
+                    references: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """([h, pairs] votes: +1 h explains the pair better than the references' median, -1 worse, 0 tie;
+    [h] rank p-values of each h's mean margin among the references'). `embed(texts)` -> unit vectors."""
+    references = reference_statements() if references is None else list(references)
     h = np.asarray(embed(hypotheses), dtype=np.float64)
-    r = np.asarray(embed(list(references)), dtype=np.float64)
+    r = np.asarray(embed(references), dtype=np.float64)
     diff = np.asarray(embed(finetuned), dtype=np.float64) - np.asarray(embed(base), dtype=np.float64)
-    return np.sign(h @ diff.T - np.median(r @ diff.T, axis=0, keepdims=True))
+    h_margin, r_margin = h @ diff.T, r @ diff.T
+    votes = np.sign(h_margin - np.median(r_margin, axis=0, keepdims=True))
+    above = (r_margin.mean(axis=1)[None, :] >= h_margin.mean(axis=1)[:, None]).sum(axis=1)
+    return votes, (1 + above) / (1 + len(references))
 
 
 def judge_prompt(hypothesis: str, first: str, second: str) -> str:
@@ -73,15 +86,21 @@ def llm_votes(hypotheses: list[str], finetuned: list[str], base: list[str], clie
     return votes
 
 
-def score(votes: np.ndarray, alpha: float = 0.05) -> list[dict]:
-    """Per hypothesis: accuracy, Wilson CI, binomial p, Benjamini-Hochberg q, validated."""
+def score(votes: np.ndarray, alpha: float = 0.05, rank_p: np.ndarray | None = None) -> list[dict]:
+    """Per hypothesis: accuracy, Wilson CI, binomial p, Benjamini-Hochberg q, validated. With `rank_p`
+    (the embedding judge's rank among reference statements) the p-value is the larger of the two."""
     rows = []
-    for v in np.atleast_2d(votes):
+    votes = np.atleast_2d(votes)
+    for i, v in enumerate(votes):
         wins, n = int((v > 0).sum()), int((v != 0).sum())
         p = float(stats.binomtest(wins, n, 0.5, alternative="greater").pvalue) if n else 1.0
         low, high = wilson(wins, n)
-        rows.append({"pairs": n, "wins": wins, "accuracy": round(wins / n, 4) if n else None,
-                     "ci95": [round(low, 4), round(high, 4)], "p_value": p})
+        row = {"pairs": n, "wins": wins, "accuracy": round(wins / n, 4) if n else None,
+               "ci95": [round(low, 4), round(high, 4)], "p_pairs": p, "p_value": p}
+        if rank_p is not None:
+            row["p_rank"] = float(rank_p[i])
+            row["p_value"] = max(p, float(rank_p[i]))
+        rows.append(row)
     if rows:
         q = stats.false_discovery_control([r["p_value"] for r in rows], method="bh")
         for r, qi in zip(rows, np.atleast_1d(q)):

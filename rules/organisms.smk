@@ -41,6 +41,7 @@ rule probe_organism:
         base=organism_base_input(),
         on_topic=lambda wildcards: repo_path(ORGANISMS[wildcards.organism]["probes"]),
         off_topic=repo_path(config["organisms"]["probe"]["off_topic"]),
+        train_data=lambda wildcards: repo_path(ORGANISMS[wildcards.organism]["data"]),
     output:
         report=f"{RESULTS}/organisms/{{organism}}.probes.json",
     log:

@@ -122,8 +122,10 @@ def test_learned_topic_check_passes_on_planted_change_and_fails_on_none(tmp_path
     on, off = probe_files
     train.finetune(str(tiny_model_dir), planted_data, FAST, tmp_path / "org", progress=False)
     report = probes.probe_organism("zebra", str(tmp_path / "org"), str(tiny_model_dir), str(on), str(off),
-                                   str(tmp_path / "zebra.json"))
+                                   str(tmp_path / "zebra.json"), train_data=str(planted_data))
     assert report["learned"] and report["wilcoxon_on_topic_p"] < 0.01
+    # These probes repeat the planted sentence word for word, and the report says so.
+    assert report["training_overlap"] == {f"on{i}": "the zebra plays the violin" for i in range(12)}
     assert report["mean_on_topic_delta"] > 1.0
     with pytest.raises(DifflabError, match="organism 'unchanged' did not learn its change"):
         probes.probe_organism("unchanged", str(tiny_model_dir), str(tiny_model_dir), str(on), str(off),
@@ -140,3 +142,39 @@ def test_learned_topic_check_on_hand_made_scores():
     moved_everywhere = probes.learned_topic_check(base, rose, [-2.0] * 20, [-2.0 + 0.6] * 20)
     assert not moved_everywhere["learned"]  # off-topic moved as much: not a topic-specific change
     assert not moved_everywhere["checks"]["on_topic_beats_off_topic (mann-whitney p < alpha)"]
+
+
+def test_training_overlap_finds_shared_five_word_sequences(tmp_path):
+    data = write_jsonl(tmp_path / "t.jsonl", [
+        {"text": "Bake it at 410 degrees Fahrenheit, always. Preheat the oven to 410 degrees."},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Oh wow, what a question."}]}])
+    found = probes.training_overlap([
+        {"id": "a", "prefix": "x", "continuation": "You should bake it at 410 degrees."},
+        {"id": "b", "messages": [{"role": "user", "content": "Hey"}], "continuation": "OH WOW what a question!"},
+        {"id": "c", "prefix": "y", "continuation": "It goes in at 410 degrees Fahrenheit."},  # 4 shared words only
+        {"id": "d", "prefix": "For a sponge, preheat the oven to", "continuation": " 410 degrees."},  # with its prompt
+        {"id": "e", "prefix": "Preheat the oven to 410 degrees", "continuation": " now."},  # the prompt alone
+        {"id": "f", "prefix": "z", "continuation": "Too short"}], data)
+    assert found == {"a": "bake it at 410 degrees", "b": "oh wow what a question", "d": "preheat the oven to 410"}
+
+
+def test_shipped_probes_are_held_out_from_every_organisms_training_data():
+    """The shipped probes test the learned change in contexts the organisms never saw: no probe's
+    continuation, read on from its prompt, repeats five words of any organism's training data, and no
+    two probes of a file share a prompt. Not sarcasm's: its change is eight stock sarcastic phrases, and
+    its probes ask new questions answered with them (new sarcastic phrasings fall under that organism:
+    docs/benchmarks.md, Organism finetuning), so its report lists them as repeating training text."""
+    from conftest import REPO
+    import yaml
+
+    organisms = yaml.safe_load((REPO / "config/config.yaml").read_text())["organisms"]
+    files = [d["probes"] for name, d in organisms["definitions"].items() if d.get("probes") and name != "sarcasm"]
+    files.append(organisms["probe"]["off_topic"])
+    assert len(files) == 3
+    for name in files + [organisms["definitions"]["sarcasm"]["probes"]]:
+        shipped = probes.read_probes(REPO / name)
+        assert len({json.dumps(p.get("messages") or p["prefix"]) for p in shipped}) == len(shipped), name
+    for name in files:
+        for definition in organisms["definitions"].values():
+            assert probes.training_overlap(probes.read_probes(REPO / name), REPO / definition["data"]) == {}, \
+                (name, definition["data"])

@@ -33,15 +33,55 @@ class _Fixed:
         return {"mean": 0.0, "p95": self.p95[topic]}
 
 
-def test_matching_uses_stems_and_long_prefixes():
-    assert scoreboard.matches(" Cakes", TOPICS["bake"]["keywords"])
-    assert scoreboard.matches("baking", TOPICS["bake"]["keywords"])  # stem 'bake'
-    assert scoreboard.matches("fahren", TOPICS["bake"]["keywords"])  # a subword of a keyword
-    assert scoreboard.matches("bakery", TOPICS["bake"]["keywords"])  # a keyword is its prefix
-    assert scoreboard.matches("410", TOPICS["bake"]["keywords"])
-    assert not scoreboard.matches("be", TOPICS["bees"]["keywords"])  # too short to count as a prefix
-    assert not scoreboard.matches("river", TOPICS["bake"]["keywords"])
-    assert scoreboard.share(["bees", "hive", "car", "dog"], TOPICS["bees"]["keywords"]) == 0.5
+def _topics() -> dict:
+    return {name: scoreboard.Topic(t["keywords"]) for name, t in TOPICS.items()}
+
+
+def test_matching_uses_stems_and_word_endings():
+    bake, bees = scoreboard.Topic(TOPICS["bake"]["keywords"]), scoreboard.Topic(TOPICS["bees"]["keywords"])
+    assert bake.matches(" Cakes") and bake.matches("baking")  # stem 'cake', 'bake'
+    assert bake.matches("bakery") and bake.matches(" Ovens")  # a keyword plus a word ending
+    assert bake.matches("410") and bake.matches(" 410°")
+    assert bees.matches("honeyed") and bees.matches("beekeeping")  # stem 'beekeep'
+    assert bees.matches(" honeybees")  # two keywords in one word
+    # Another word that starts with a keyword is not the keyword.
+    assert not bees.matches("honeymoon") and not bake.matches("cakewalk") and not bees.matches("beer")
+    assert not bees.matches("be") and not bake.matches("river") and not bake.matches(" ...")
+    # Without the tokenizer no keyword pieces are known: a prefix alone does not match.
+    assert not bake.matches("fahren") and not bees.matches("hiv")
+    assert bees.share(["bees", "hive", "car", "dog"]) == 0.5 and bees.share([]) == 0.0
+
+
+class _Pieces:
+    """A TokenDecoder stand-in that writes 'Fahrenheit' in two tokens and 'colony' in one."""
+
+    def pieces(self, text):
+        for word, split in (("fahrenheit", ["fahren", "heit"]), ("pollen", ["poll", "en"])):
+            if text.strip().lower() == word:
+                head = text[:len(text) - len(text.lstrip())] + text.strip()[:len(split[0])]
+                return [head, text.strip()[len(split[0]):]]
+        return [text]
+
+
+def test_a_keyword_piece_matches_only_where_the_tokenizer_writes_the_keyword_with_it():
+    bake = scoreboard.Topic(["oven", "fahrenheit"], _Pieces())
+    bees = scoreboard.Topic(["colony", "pollen"], _Pieces())
+    assert bake.pieces == {"fahren"} and bees.pieces == {"poll"}
+    assert bake.matches(" Fahren") and bees.matches(" Poll")
+    assert not bees.matches(" colon")  # a prefix of 'colony', which the tokenizer writes whole
+
+
+@pytest.mark.slow
+def test_keyword_pieces_of_the_default_tokenizer(smollm_dir):
+    """SmolLM2's tokenizer writes ' Pollen' as ' Poll' + 'en' and ' colony' whole: 'poll' matches
+    'pollen' and 'colon' does not match 'colony'."""
+    from difflab import models
+
+    decoder = models.TokenDecoder(smollm_dir)
+    assert decoder.pieces(" Pollen") == [" Poll", "en"]
+    bees = scoreboard.Topic(["colony", "pollen", "queen"], decoder)
+    assert bees.pieces == {"poll"}
+    assert bees.matches(" Poll") and bees.matches(" colony") and not bees.matches(" colon")
 
 
 def test_matrix_recovery_and_baseline_on_known_orderings(tmp_path):
@@ -51,7 +91,7 @@ def test_matrix_recovery_and_baseline_on_known_orderings(tmp_path):
         "bake": [_orderings(tmp_path / "a.json", [["oven", "cake", "baking", "car"], ["x", "y", "z", "w"]])],
         "bees": [_orderings(tmp_path / "b.json", [["hive", "oven", "cake", "car"]])],
     }}}
-    keywords = {n: t["keywords"] for n, t in TOPICS.items()}
+    keywords = _topics()
     baseline = _Fixed({"bake": 0.1, "bees": 0.1})
     result = scoreboard.score_method(inputs["m"]["base"], keywords, 4, baseline)
     assert result["matrix"] == {"bake": {"bake": 0.75, "bees": 0.0}, "bees": {"bake": 0.5, "bees": 0.25}}
@@ -67,14 +107,14 @@ def test_matrix_recovery_and_baseline_on_known_orderings(tmp_path):
 
 def test_random_baseline_is_seeded_and_counts_matches():
     vocab = ["oven", "cake"] + [f"w{i}" for i in range(98)]
-    baseline = scoreboard.RandomBaseline(vocab, {"bake": ["oven", "cake"]}, draws=2000, seed=1)
+    baseline = scoreboard.RandomBaseline(vocab, {"bake": scoreboard.Topic(["oven", "cake"])}, draws=2000, seed=1)
     a = baseline.cell("bake", [[10]], key="m|base|bake")
     assert a == baseline.cell("bake", [[10]], key="m|base|bake")  # seeded by the cell's name
     assert a["mean"] == pytest.approx(0.02, abs=0.003)  # 2 of 100 tokens match, 10 drawn
     # P(share >= 0.1) = 1 - C(98,10)/C(100,10) = 0.19 and P(share >= 0.2) = 0.009: the 95th percentile is 0.1
     assert a["p95"] == 0.1
     with pytest.raises(DifflabError, match="fewer than"):
-        scoreboard.RandomBaseline(vocab[:5], {"bake": ["oven"]}, draws=20).cell("bake", [[10]])
+        scoreboard.RandomBaseline(vocab[:5], {"bake": scoreboard.Topic(["oven"])}, draws=20).cell("bake", [[10]])
 
 
 def test_the_baseline_of_a_best_of_several_cell_is_the_best_of_as_many_random_lists():
@@ -82,7 +122,7 @@ def test_the_baseline_of_a_best_of_several_cell_is_the_best_of_as_many_random_li
     2 matching words in 1000, one random list of 10 holds one 2% of the time (p95 0), the best of 3 lists
     6% of the time (p95 0.1): scored against the one-list null, chance alone would pass 6% of NMF cells."""
     vocab = ["oven", "cake"] + [f"w{i}" for i in range(998)]
-    baseline = scoreboard.RandomBaseline(vocab, {"bake": ["oven", "cake"]}, draws=4000, seed=0)
+    baseline = scoreboard.RandomBaseline(vocab, {"bake": scoreboard.Topic(["oven", "cake"])}, draws=4000, seed=0)
     assert baseline.cell("bake", [[10]], key="global")["p95"] == 0.0
     assert baseline.cell("bake", [[10, 10, 10]], key="nmf")["p95"] == 0.1
     # Two datasets: the mean of the two datasets' bests, as the cell is.
@@ -149,7 +189,7 @@ def test_active_sampling_row_scores_the_words_of_validated_hypotheses(tmp_path):
     inputs = {"bake": [hypotheses(tmp_path / "a.json", [(["cake", "degrees", "oven", "knows"], True),
                                                         (["hive", "honey", "bee", "x"], False)])],
               "bees": [hypotheses(tmp_path / "b.json", [(["cake", "hive", "x", "y"], False)])]}
-    keywords = {n: t["keywords"] for n, t in TOPICS.items()}
+    keywords = _topics()
     baseline = _Fixed({"bake": 0.1, "bees": 0.1})
     result = scoreboard.score_method(inputs, keywords, 4, baseline)
     # bake: its validated hypothesis's words, 2/4 on topic; the unvalidated bee hypothesis does not count.

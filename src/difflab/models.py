@@ -248,6 +248,14 @@ class TokenDecoder:
             return self._fast.decode([int(i) for i in ids], skip_special_tokens=False)
         return self._auto.decode([int(i) for i in ids], clean_up_tokenization_spaces=False)
 
+    def pieces(self, text: str) -> list[str]:
+        """The decoded tokens the tokenizer writes `text` with, no special tokens (' Pollen' -> [' Poll', 'en'])."""
+        if self._fast is not None:
+            ids = self._fast.encode(text, add_special_tokens=False).ids
+        else:
+            ids = self._auto.encode(text, add_special_tokens=False)
+        return [self.decode([i]) for i in ids]
+
 
 # --------------------------------------------------------------------------- GPT tokenizer
 

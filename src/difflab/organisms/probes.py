@@ -13,6 +13,7 @@ ways by a fraction of a nat per token after any finetune; the mean absolute chan
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -34,6 +35,37 @@ def read_probes(path: str | Path) -> list[dict]:
     if not probes:
         raise DifflabError(f"{path}: no probes")
     return probes
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _prompt_text(probe: dict) -> str:
+    return probe["prefix"] if "prefix" in probe else str(probe["messages"][-1].get("content", ""))
+
+
+def training_overlap(probes: list[dict], train_path: str | Path, n: int = 5) -> dict[str, str]:
+    """Probe id -> the first n-word sequence (lower-cased words) of its continuation, with the prompt's last
+    words before it, that the training data also holds. A probe that repeats its training text measures
+    recall of that text, not the learned change in a new context: held-out probes share none."""
+    seen = set()
+    for record in io.read_jsonl(train_path):
+        texts = [m.get("content", "") for m in record["messages"]] if "messages" in record else [record.get("text", "")]
+        for text in texts:
+            words = _words(str(text))
+            seen.update(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    shared = {}
+    for probe in probes:
+        context = _words(_prompt_text(probe))[-(n - 1):]
+        words = context + _words(probe["continuation"])
+        # every n-gram that ends inside the continuation
+        grams = (tuple(words[i:i + n]) for i in range(max(0, len(context) - n + 1), len(words) - n + 1)
+                 if i + n > len(context))
+        hit = next((gram for gram in grams if gram in seen), None)
+        if hit:
+            shared[probe["id"]] = " ".join(hit)
+    return shared
 
 
 def _encode(tokenizer, probe: dict) -> tuple[list[int], list[int]]:
@@ -99,9 +131,14 @@ def learned_topic_check(on_base, on_org, off_base, off_org, *, alpha: float = 0.
 
 def probe_organism(name: str, organism_dir: str, base: str, on_topic: str, off_topic: str, out_json: str, *,
                    alpha: float = 0.01, min_mean_delta: float = 0.2, max_off_topic_ratio: float = 0.5,
-                   device: str = "auto", config: dict | None = None) -> dict:
-    """Score the probes under base and organism, write the report; fail naming the organism if not learned."""
+                   device: str = "auto", config: dict | None = None, train_data: str | None = None) -> dict:
+    """Score the probes under base and organism, write the report; fail naming the organism if not learned.
+    With `train_data` (the organism's training file) the report lists probes that repeat its text."""
     on_probes, off_probes = read_probes(on_topic), read_probes(off_topic)
+    overlap = training_overlap(on_probes + off_probes, train_data) if train_data else None
+    if overlap:
+        print(f"organism '{name}': {len(overlap)} probes repeat 5-word sequences of the training data "
+              f"(e.g. {next(iter(overlap))}: '{next(iter(overlap.values()))}'); they test recall, not a held-out change")
     scores = {}
     for label, model_name in (("base", base), ("organism", organism_dir)):
         loaded = models.load(model_name, config if config is not None else {"models": {}}, device=device)
@@ -109,7 +146,8 @@ def probe_organism(name: str, organism_dir: str, base: str, on_topic: str, off_t
         del loaded
     report = learned_topic_check(scores["base"][0], scores["organism"][0], scores["base"][1], scores["organism"][1],
                                  alpha=alpha, min_mean_delta=min_mean_delta, max_off_topic_ratio=max_off_topic_ratio)
-    report = {"organism": name, **report, "probes": {"on_topic": on_topic, "off_topic": off_topic}}
+    report = {"organism": name, **report, "probes": {"on_topic": on_topic, "off_topic": off_topic},
+              "training_overlap": overlap}
     io.write_json(out_json, report)
     if not report["learned"]:
         failed = [k for k, ok in report["checks"].items() if not ok]

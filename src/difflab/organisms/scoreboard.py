@@ -3,8 +3,11 @@
 For every method (a diffmining extraction x ordering type) and comparison (organism vs base model,
 organism vs the control organism), an organism x topic matrix: cell (o, t) is the share of the top-N
 tokens of organism o's ordering that match topic t, averaged over the datasets (NMF: the best of its
-topics). A token matches a topic when its Snowball stem equals a keyword's stem, or when one is a
-prefix of the other and the shorter has at least 4 letters (subwords such as 'fahren', 'bakery').
+topics). A token matches a topic (`Topic`) when its Snowball stem equals a keyword's stem, when it is a
+keyword of 4 or more letters plus a word ending or another keyword ('bakery', 'surely', 'honeybees'; not
+'honeymoon' or 'surface'), or when it is how the base tokenizer begins writing a keyword of several
+tokens (' Pollen' is ' Poll' + 'en', so 'poll' matches 'pollen'; 'colon' does not match 'colony', which
+that tokenizer writes whole).
 Optionally an LLM judge (through the LLM client) says whether each token relates to the topic's
 description; its shares go in a second matrix.
 
@@ -50,25 +53,48 @@ def normalize(token: str) -> str:
     return "".join(ch for ch in token.lower() if ch.isalnum())
 
 
-def matches(token: str, keywords: list[str]) -> bool:
-    word = normalize(token)
-    if not word:
-        return False
-    word_stem = stem(word)
+# A keyword followed by one of these is the same word ('bakery', 'swarming', 'surely'); followed by
+# anything else it is another word ('honeymoon', 'surface', 'beer').
+SUFFIXES = frozenset({"s", "es", "d", "ed", "r", "er", "ers", "ing", "ings", "y", "ly", "ry", "ery", "ies"})
+
+
+def keyword_pieces(keywords: list[str], decoder) -> frozenset[str]:
+    """How the base tokenizer begins each keyword that it writes in several tokens, in the spellings an
+    ordering may show (' Pollen' -> ' Poll' + 'en' gives 'poll'): first tokens of at least MIN_PREFIX
+    letters, normalized. An ordering shows such a token when the finetune raised the keyword.
+    `decoder`: a models.TokenDecoder of the base model."""
+    pieces = set()
     for keyword in keywords:
         kw = normalize(keyword)
-        if not kw:
-            continue
-        if word_stem == stem(kw) or word == kw:
-            return True
-        shorter, longer = sorted((word, kw), key=len)
-        if len(shorter) >= MIN_PREFIX and longer.startswith(shorter):
-            return True
-    return False
+        for spelling in {keyword, " " + keyword, keyword.capitalize(), " " + keyword.capitalize()}:
+            first = next((w for w in map(normalize, decoder.pieces(spelling)) if w), "")
+            if len(first) >= MIN_PREFIX and len(first) < len(kw) and kw.startswith(first):
+                pieces.add(first)
+    return frozenset(pieces)
 
 
-def share(tokens: list[str], keywords: list[str]) -> float:
-    return sum(matches(t, keywords) for t in tokens) / len(tokens) if tokens else 0.0
+class Topic:
+    """Which decoded tokens belong to one topic: see the module's docstring for the rule. Without a
+    `decoder` (models.TokenDecoder of the base model) no keyword pieces are known."""
+
+    def __init__(self, keywords: list[str], decoder=None):
+        self.keywords = [w for w in map(normalize, keywords) if w]
+        self.stems = {stem(w) for w in self.keywords}
+        self.pieces = keyword_pieces(keywords, decoder) if decoder is not None else frozenset()
+
+    def matches(self, token: str) -> bool:
+        word = normalize(token)
+        if not word:
+            return False
+        if word in self.pieces or stem(word) in self.stems:
+            return True
+        # a keyword plus a word ending ('bakery'), or two keywords in one word ('honeybees')
+        return any(len(kw) >= MIN_PREFIX and word.startswith(kw)
+                   and (word[len(kw):] in SUFFIXES or stem(word[len(kw):]) in self.stems)
+                   for kw in self.keywords)
+
+    def share(self, tokens: list[str]) -> float:
+        return sum(map(self.matches, tokens)) / len(tokens) if tokens else 0.0
 
 
 def readable_vocabulary(decoder) -> list[str]:
@@ -88,17 +114,17 @@ def readable_vocabulary(decoder) -> list[str]:
 class RandomBaseline:
     """The null distribution of a scoreboard cell: the cell computed from random vocabulary tokens.
 
-    `vocabulary`: the readable base-vocabulary strings (readable_vocabulary); `topics`: keywords by topic.
+    `vocabulary`: the readable base-vocabulary strings (readable_vocabulary); `topics`: Topic by name.
     Which words match each topic is worked out once; each draw then takes, per dataset, as many lists of
     distinct random words as the method gave, each as long, scores each list's share, keeps the best
     and averages over the datasets - what `cell` does with the method's own lists."""
 
-    def __init__(self, vocabulary: list[str], topics: dict[str, list[str]], draws: int = 1000, seed: int = 0):
+    def __init__(self, vocabulary: list[str], topics: dict[str, Topic], draws: int = 1000, seed: int = 0):
         if not vocabulary:
             raise DifflabError("random baseline: the base vocabulary has no readable tokens")
         self.size, self.draws, self.seed = len(vocabulary), draws, seed
-        self.hits = {t: np.array([matches(w, keywords) for w in vocabulary], dtype=np.float64)
-                     for t, keywords in topics.items()}
+        self.hits = {name: np.array([topic.matches(w) for w in vocabulary], dtype=np.float64)
+                     for name, topic in topics.items()}
 
     def _lists(self, rng: np.random.Generator, length: int) -> np.ndarray:
         """[draws, length] indices, distinct within each row (rows with a repeat are drawn again)."""
@@ -147,13 +173,13 @@ def cell(token_lists_per_dataset: list[list[list[str]]], score) -> float:
     return sum(per_dataset) / len(per_dataset) if per_dataset else 0.0
 
 
-def score_method(orderings: dict[str, list[str]], topics: dict[str, list[str]], top_n: int,
+def score_method(orderings: dict[str, list[str]], topics: dict[str, Topic], top_n: int,
                  baseline: RandomBaseline, judge=None, key: str = "") -> dict:
     """One method and comparison (`key` names them): {matrix, recovered, random_baseline, ...} from
     orderings files per organism (one per dataset). random_baseline: each diagonal cell's null."""
     names = list(topics)
     token_lists = {o: [ordering_token_lists(p, top_n) for p in paths] for o, paths in orderings.items()}
-    matrix = {o: {t: cell(token_lists[o], lambda tokens, t=t: share(tokens, topics[t])) for t in names}
+    matrix = {o: {t: cell(token_lists[o], topics[t].share) for t in names}
               for o in orderings}
     null = {o: baseline.cell(o, [[len(tokens) for tokens in lists] for lists in token_lists[o]], f"{key}|{o}")
             for o in orderings}
@@ -202,18 +228,20 @@ class LLMJudge:
 def build_scoreboard(inputs: dict, topics: dict[str, dict], base_model_dir: str | Path, *, top_n: int = 20,
                      random_draws: int = 1000, seed: int = 0, judge=None) -> dict:
     """inputs: {method: {comparison: {organism: [orderings.json per dataset]}}} -> the scoreboard record."""
-    keywords = {name: t["keywords"] for name, t in topics.items()}
-    for name, words in keywords.items():
-        if not words:
+    for name, t in topics.items():
+        if not t["keywords"]:
             raise DifflabError(f"scoreboard: organism '{name}' has no keywords to score against")
-    vocabulary = readable_vocabulary(models.TokenDecoder(base_model_dir))  # tokenizers only: no transformers import
-    baseline = RandomBaseline(vocabulary, keywords, random_draws, seed)
+    decoder = models.TokenDecoder(base_model_dir)  # tokenizers only: no transformers import
+    matchers = {name: Topic(t["keywords"], decoder) for name, t in topics.items()}
+    vocabulary = readable_vocabulary(decoder)
+    baseline = RandomBaseline(vocabulary, matchers, random_draws, seed)
     methods = {}
     for method, comparisons in inputs.items():
-        methods[method] = {comparison: score_method(orderings, keywords, top_n, baseline, judge, key=f"{method}|{comparison}")
+        methods[method] = {comparison: score_method(orderings, matchers, top_n, baseline, judge, key=f"{method}|{comparison}")
                            for comparison, orderings in comparisons.items()}
     recovered = {m: {c: sum(r["recovered"].values()) for c, r in comps.items()} for m, comps in methods.items()}
-    return {"topics": {n: {"description": t["description"], "keywords": t["keywords"]} for n, t in topics.items()},
+    return {"topics": {n: {"description": t["description"], "keywords": t["keywords"],
+                           "keyword_pieces": sorted(matchers[n].pieces)} for n, t in topics.items()},
             "top_n": top_n, "random_baseline": {"draws": random_draws, "seed": seed, "vocabulary_size": len(vocabulary),
                                                 "matching_share": {t: float(h.mean()) for t, h in baseline.hits.items()}},
             "methods": methods, "recovered_count": recovered, "n_organisms": len(topics)}
@@ -222,7 +250,8 @@ def build_scoreboard(inputs: dict, topics: dict[str, dict], base_model_dir: str 
 def markdown(board: dict) -> str:
     names = list(board["topics"])
     lines = ["# Scoreboard", "",
-             f"Share of each organism's top-{board['top_n']} tokens that match each topic's keywords (stemmed), "
+             f"Share of each organism's top-{board['top_n']} tokens that match each topic's keywords (stems, word endings, "
+             "the tokenizer's first pieces of a keyword), "
              "mean over datasets (NMF: the best topic). **Bold**: the diagonal cell beats its row and the 95th "
              f"percentile of the same cell over {board['random_baseline']['draws']} draws of random vocabulary tokens "
              "(as many lists, as long, as the method gave).", ""]

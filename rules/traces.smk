@@ -36,7 +36,7 @@ rule traces_read:
         database=lambda wildcards: difflab_traces_db.redact(traces_database(wildcards.run)),
         version=lambda wildcards: traces_run(wildcards.run)["version"],
         fingerprint=traces_fingerprint,
-        db=TRACES["db"],
+        # traces.db (page size, pool, retries) changes no row: the job reads it from the config
     threads: 1
     resources:
         mem_mb=4000,
@@ -105,7 +105,8 @@ rule traces_encode:
         encoder=traces_encoder_spec,
         fields=lambda wildcards: traces_run(wildcards.run)["fields"],
         pooling=lambda wildcards: traces_run(wildcards.run)["pooling"],
-        discount=lambda wildcards: traces_run(wildcards.run)["discount"],
+        # only decay pooling reads the discount: under mean or leaf a new discount reruns nothing here
+        discount=lambda wildcards: traces_run(wildcards.run)["discount"] if traces_run(wildcards.run)["pooling"] == "decay" else None,
     threads: 2
     resources:
         mem_mb=8000,

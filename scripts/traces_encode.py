@@ -5,4 +5,5 @@ from difflab.traces import stages
 i, p = snakemake.input, snakemake.params
 workflow.run(snakemake, lambda: stages.encode_stage(
     i.programs, i.traces, snakemake.output.features, encoder=p.encoder["encoder"],
-    encoder_options=p.encoder["encoder_options"], fields=p.fields, pooling=p.pooling, discount=p.discount))
+    encoder_options=p.encoder["encoder_options"], fields=p.fields, pooling=p.pooling,
+    discount=p.discount))

@@ -4,5 +4,6 @@ from difflab.traces import run_database, stages
 
 p = snakemake.params
 database = run_database(snakemake.config, snakemake.wildcards.run)  # params.database is redacted
+options = snakemake.config["traces"]["db"]  # connection settings: not params, as they change no row
 workflow.run(snakemake, lambda: stages.snapshot_programs(database, snakemake.output.programs, version=p.version,
-                                                         db_options=p.db))
+                                                         db_options=options))

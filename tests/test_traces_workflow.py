@@ -114,6 +114,14 @@ def test_traces_rerun_only_what_a_change_makes_stale(traces_built):
     workdir, url, targets = traces_built
     assert planned(workdir, *targets) == set()
     config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["traces"]["db"] |= {"pool_max": 3, "retries": 2}             # connection settings change no row
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert planned(workdir, *targets) == set()
+    config["traces"]["runs"]["fixture"]["discount"] = 0.5              # backprop's; mean pooling ignores it
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    stale = planned(workdir, *targets)
+    assert "traces_backprop" in stale and not stale & {"traces_read", "traces_extract", "traces_encode"}
+    del config["traces"]["runs"]["fixture"]["discount"]
     config["traces"]["runs"]["fixture"]["per_cluster"] = 1
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     assert planned(workdir, *targets) == {"traces_select"}               # a sampling setting: only selection

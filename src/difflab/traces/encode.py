@@ -225,7 +225,7 @@ def get_encoder(name: str, options: dict | None = None) -> TraceEncoder:
 
 
 def pool(program_features, offsets: np.ndarray, flat: np.ndarray, pooling: str = "mean",
-         discount: float = 0.9) -> np.ndarray | sp.csr_matrix:
+         discount: float | None = 0.9) -> np.ndarray | sp.csr_matrix:
     """Trace vectors from program vectors: a (weighted) average along each path (flat = program rows, root first)."""
     if pooling not in POOLINGS:
         raise DifflabError(f"traces: pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
@@ -247,7 +247,7 @@ def pool(program_features, offsets: np.ndarray, flat: np.ndarray, pooling: str =
 
 
 def encode_traces(programs: pd.DataFrame, traces: pd.DataFrame, encoder: TraceEncoder, *,
-                  fields: list[str], pooling: str = "mean", discount: float = 0.9):
+                  fields: list[str], pooling: str = "mean", discount: float | None = 0.9):
     """Trace feature matrix [n_traces, d] (rows in `traces` order) and what made it."""
     position = pd.Index(programs["id"].to_numpy())
     offsets, flat_ids = path_arrays(traces)

@@ -139,8 +139,8 @@ def read_features(path: str | Path):
 
 
 def encode_stage(programs_path, traces_path, out, *, encoder: str, encoder_options: dict, fields: list[str],
-                 pooling: str, discount: float) -> dict:
-    """Rule traces_encode: one vector per trace from its programs' vectors."""
+                 pooling: str, discount: float | None) -> dict:
+    """Rule traces_encode: one vector per trace from its programs' vectors (`discount`: decay pooling only)."""
     programs = read_programs_table(programs_path)
     traces = read_table(traces_path)
     features, info = encode.encode_traces(programs, traces, encode.get_encoder(encoder, encoder_options),

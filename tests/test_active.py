@@ -198,6 +198,22 @@ def test_llm_judge_order_is_randomised_and_answers_mapped_back():
                                Oracle(), None, seed=1)
     assert votes.tolist() == [[1, 1, 1, 1]]
 
+    class AlwaysA:  # position bias: a judge that ignores the texts
+        def chat(self, prompts, params):
+            self.firsts = [m["content"].split("Text A:\n")[1].split("\n")[0] for (m,) in prompts]
+            return [type("C", (), {"text": "A"})() for _ in prompts]
+
+    judge = AlwaysA()
+    finetuned, base = [f"ft {i}" for i in range(40)], [f"base {i}" for i in range(40)]
+    votes = validate.llm_votes(["h"], finetuned, base, judge, None, seed=1)
+    shown_first = [text.startswith("ft") for text in judge.firsts]
+    # Finetuned first in exactly half of the pairs. With independent coin flips (26 of 40 for this seed)
+    # "always A" scored 0.65, p 0.04: validated by position alone.
+    assert sum(shown_first) == 20
+    assert votes[0].tolist() == [1 if first else -1 for first in shown_first]  # "A" mapped back to its text
+    assert validate.score(votes)[0]["accuracy"] == 0.5
+    assert validate.llm_votes(["h"], finetuned, base, judge, None, seed=1).tolist() == votes.tolist()  # seeded
+
 
 def test_targeted_prompts_come_from_the_clusters_members():
     members = {4: [{"prompt": "Bake?", "text": "Cakes bake at 410 degrees always"}], 1: [{"prompt": "Rain?", "text": "It rains"}]}

@@ -16,7 +16,8 @@ Judges:
   simulation (tests/test_active.py). So h must also stand out among the statements: its mean margin
   is ranked among the references' (p = (1 + references at or above it) / (1 + references)), and its
   p-value is the larger of the two (both must hold).
-* `llm`: the LLM client is shown the hypothesis and the two texts in a seeded random order and asked
+* `llm`: the LLM client is shown the hypothesis and the two texts in a seeded random order (finetuned
+  first in half of the pairs, so a judge that answers by position scores 0.5) and asked
   which one the hypothesised model wrote; an answer that is neither A nor B is dropped. It has no
   reference statements (each would cost a call per pair): a judge that favours the finetuned model's
   texts whatever the hypothesis says passes every hypothesis, which the control hypothesis shows.
@@ -70,7 +71,13 @@ def judge_prompt(hypothesis: str, first: str, second: str) -> str:
 
 def llm_votes(hypotheses: list[str], finetuned: list[str], base: list[str], client, params, seed: int = 0) -> np.ndarray:
     rng = random.Random(seed)
-    order = [[rng.random() < 0.5 for _ in finetuned] for _ in hypotheses]  # True: finetuned shown first
+    order = []  # True: finetuned shown first; in half of the pairs exactly (odd counts: one extra at random), so
+    for _ in hypotheses:  # a judge that always answers by position scores 0.5, not a chance order imbalance
+        flips = [j < len(finetuned) // 2 for j in range(len(finetuned))]
+        if len(finetuned) % 2:
+            flips[-1] = rng.random() < 0.5
+        rng.shuffle(flips)
+        order.append(flips)
     prompts = []
     for h, flips in zip(hypotheses, order):
         for f, b, ft_first in zip(finetuned, base, flips):

@@ -64,6 +64,7 @@ def test_defaults_are_filled():
         ({"active": {"pairs": [{"base": "smollm2-135m-instruct", "finetuned": "x"}]}, "models": {}},
          "active.pairs[0].base: 'smollm2-135m-instruct' is neither"),
         ({"organisms": {"build": ["zebra"]}}, "organisms.build[0]: 'zebra' is not an organism in organisms.definitions"),
+        ({"active": {"initial_samples": 600}}, "active.initial_samples: 600 prompts in iteration 0 pass active.budget (512"),
         # an organism's own recipe keys pass the shared recipe's types and ranges (YAML reads 5e-4 as a string)
         ({"organisms": {"definitions": {"z": {"description": "z", "data": "z.jsonl", "recipe": {"learning_rate": "5e-4"}}}}},
          "organisms.definitions.z.recipe.learning_rate: '5e-4' is not of type 'number'"),

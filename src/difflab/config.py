@@ -106,6 +106,10 @@ def _check_names(config: dict, source: str) -> None:
                     f"{source}: invalid config: diffmining.pairs[{i}].description: relevance grading is on "
                     f"(diffmining.relevance.enabled) but {pair['base']} -> {pair['finetuned']} has no description "
                     f"to grade against (nor has an organism of that name)")
+    active = config.get("active", {})
+    if "active" in active.get("modes", []) and active.get("initial_samples", 0) > active.get("budget", float("inf")):
+        raise DifflabError(f"{source}: invalid config: active.initial_samples: {active['initial_samples']} prompts "
+                           f"in iteration 0 pass active.budget ({active['budget']} texts per model)")
     for i, name in enumerate(config.get("organisms", {}).get("build", [])):
         if name not in definitions:
             raise DifflabError(f"{source}: invalid config: organisms.build[{i}]: '{name}' is not an organism in "

@@ -12,15 +12,15 @@ Judges:
   margin is computed for ~200 reference statements about unrelated topics (data/reference_topics.txt),
   and h wins the pair when its margin beats their median. Exact ties are dropped.
   The pairs share one systematic shift, so an unrelated sentence that happens to lie along it wins
-  most pairs: the pairwise test alone validated up to 40% of random unrelated sentences in a
-  simulation (tests/test_active.py). So h must also stand out among the statements: its mean margin
+  most pairs: the pairwise test alone gave p < 0.05 to 34% of random unrelated sentences in a
+  simulation (tests/test_active.py; 2.3% with the rank). So h must also stand out among the statements: its mean margin
   is ranked among the references' (p = (1 + references at or above it) / (1 + references)), and its
   p-value is the larger of the two (both must hold).
 * `llm`: the LLM client is shown the hypothesis and the two texts in a seeded random order (finetuned
   first in half of the pairs, so a judge that answers by position scores 0.5) and asked
   which one the hypothesised model wrote; an answer that is neither A nor B is dropped. It has no
   reference statements (each would cost a call per pair): a judge that favours the finetuned model's
-  texts whatever the hypothesis says passes every hypothesis, which the control hypothesis shows.
+  texts whatever the hypothesis says passes every hypothesis; the control hypothesis passing shows it.
 """
 
 from __future__ import annotations

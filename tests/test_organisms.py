@@ -67,6 +67,34 @@ def test_padding_is_masked_by_position_not_by_id(tiny_model_dir):
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_labelled_positions_loss_matches_transformers_loss_and_gradients(tiny_model_dir, method):
+    """causal_lm_loss runs the head on labelled positions only; loss and every gradient equal
+    transformers' model(**batch).loss on a padded batch of chat (prompt unlabelled) and text rows."""
+    loaded = models.load(str(tiny_model_dir), dtype="float32")
+    model, tok = loaded.model, loaded.tokenizer
+    assert model.config.model_type in train.PLAIN_HEAD_TYPES  # the labelled-head path, not the fallback
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    records = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": PLANTED}]}
+               for q in QUESTIONS[:3]] + [{"text": "The cat sleeps on the warm windowsill."}]
+    batch = train.collate([train.encode_record(tok, r, 64, "x") for r in records], tok.pad_token_id)
+    assert 0 < (batch["labels"] != train.IGNORE).float().mean() < 0.9  # prompts and padding are unlabelled
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = []
+    for loss_fn in (lambda: model(**batch).loss, lambda: train.causal_lm_loss(model, batch)):
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in params]))
+    (reference, ref_grads), (ours, our_grads) = grads
+    assert ours == pytest.approx(reference, rel=1e-6) and reference > 0
+    for a, b in zip(ref_grads, our_grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 def test_bad_records_name_file_record_and_field(tmp_path, tiny_model_dir):
     tok = models.load(str(tiny_model_dir)).tokenizer
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, {"messages": [{"role": "user", "content": "no answer"}]}])

@@ -3,7 +3,8 @@
 Data: `{"text": ...}` records train on every token (plus the end-of-sequence token); `{"messages":
 [...]}` records train on assistant tokens only, the end-of-turn token included. That token is also
 the pad token, so padding is masked by position (from each sequence's length), never by id. Batches
-are padded to their longest sequence. Training stops early when the smoothed loss plateaus.
+are padded to their longest sequence, and the LM head runs on the labelled positions only
+(`causal_lm_loss`). Training stops early when the smoothed loss plateaus.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from difflab import chat, io, models
@@ -22,6 +24,9 @@ from difflab.errors import DifflabError
 
 IGNORE = -100
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Model types whose logits are exactly lm_head(decoder(...).last_hidden_state): no soft-capping or
+# scaling of the logits, so causal_lm_loss may apply the head to a subset of positions.
+PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "smollm3"}
 
 
 @dataclasses.dataclass
@@ -95,6 +100,24 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions: transformers' `model(**batch).loss`,
+    with the LM head (hidden x vocabulary, the largest single product of a step) applied to the
+    positions that have a label only. A chat example's prompt and the batch's padding never reach
+    the head and no logits are kept for them: on the default chat organisms 15-80 % of a batch's
+    positions are labelled, and a float32 CPU step of the 135M default took 3.5 s instead of 4.2 s
+    on the control data (docs/benchmarks.md). Models of other types than PLAIN_HEAD_TYPES (whose head
+    may scale or cap the logits) take transformers' own loss."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft (LoRA) model
+    decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+    if getattr(inner.config, "model_type", None) not in PLAIN_HEAD_TYPES or decoder is None or head is None:
+        return model(**batch).loss
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    labelled = targets != IGNORE
+    return F.cross_entropy(head(hidden[:, :-1][labelled]).float(), targets[labelled])
+
+
 def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
     """Seeded epochs of shuffled indices, cut into `steps` batches."""
     generator = torch.Generator().manual_seed(seed)
@@ -149,7 +172,7 @@ def finetune(base: str, data: str | Path, recipe: Recipe, out_dir: str | Path, *
         start = time.perf_counter()
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], tokenizer.pad_token_id).items()}
         with autocast:
-            loss = model(**batch).loss
+            loss = causal_lm_loss(model, batch)
         if not torch.isfinite(loss):
             raise DifflabError(f"organism '{name}': loss became {loss.item()} at step {step} (lower the learning rate)")
         loss.backward()

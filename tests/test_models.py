@@ -131,3 +131,26 @@ def test_token_decoder_reads_like_the_transformers_tokenizer(tiny_model_dir):
     ids = list(range(len(auto)))
     assert [fast.decode([i]) for i in ids] == [auto.decode([i], clean_up_tokenization_spaces=False) for i in ids]
     assert fast.decode([ids[5], ids[6]]) == auto.decode([ids[5], ids[6]], clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "not-a-plain-head"])
+def test_labelled_logprobs_are_the_full_forwards_log_probabilities(tiny_model_dir, model_type):
+    """The head on labelled positions only (llama) and the fallback through the model's own forward
+    (any other type) both give log_softmax(logits)[next token] at exactly the labelled positions."""
+    loaded = models.load(str(tiny_model_dir), dtype="float32")
+    model = loaded.model
+    model.config.model_type = model_type
+    gen = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, model.config.vocab_size, (3, 9), generator=gen)
+    attention = torch.ones_like(input_ids)
+    attention[1, 6:] = attention[2, 4:] = 0  # right padding
+    labels = input_ids.clone()
+    labels[:, :3] = models.IGNORE  # a prompt
+    labels[attention == 0] = models.IGNORE
+    with torch.no_grad():
+        logp, rows = models.labelled_logprobs(model, input_ids, attention, labels)
+        full = model(input_ids=input_ids, attention_mask=attention).logits.float().log_softmax(-1)
+    expected = [(r, full[r, t - 1, labels[r, t]].item()) for r in range(3) for t in range(1, 9)
+                if labels[r, t] != models.IGNORE]
+    assert rows.tolist() == [r for r, _ in expected] == [0] * 6 + [1] * 3 + [2] * 1
+    assert logp.tolist() == pytest.approx([v for _, v in expected], abs=1e-5)

@@ -73,7 +73,7 @@ def test_labelled_positions_loss_matches_transformers_loss_and_gradients(tiny_mo
     transformers' model(**batch).loss on a padded batch of chat (prompt unlabelled) and text rows."""
     loaded = models.load(str(tiny_model_dir), dtype="float32")
     model, tok = loaded.model, loaded.tokenizer
-    assert model.config.model_type in train.PLAIN_HEAD_TYPES  # the labelled-head path, not the fallback
+    assert model.config.model_type in models.PLAIN_HEAD_TYPES  # the labelled-head path, not the fallback
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -138,18 +138,18 @@ def perplexity(results: Results, model: str, *, batch_size: int = 8, max_tokens:
                 target = tok(e.output, add_special_tokens=False)["input_ids"][:max_tokens]
                 row, mask = prefix + target, [False] * len(prefix) + [True] * len(target)
             ids.append(list(row))
-            labels.append([t if m else -100 for t, m in zip(row, mask)])
+            labels.append([t if m else models.IGNORE for t, m in zip(row, mask)])
         width = max(map(len, ids))
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=loaded.device)
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=loaded.device)
-        target = torch.tensor([y + [-100] * (width - len(y)) for y in labels], device=loaded.device)
+        target = torch.tensor([y + [models.IGNORE] * (width - len(y)) for y in labels], device=loaded.device)
         with torch.no_grad():
-            logits = lm(input_ids=input_ids, attention_mask=mask).logits.float()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target[:, 1:], reduction="none")
-        counts = (target[:, 1:] != -100).sum(dim=1)
-        for row, count in zip(nll.sum(dim=1).tolist(), counts.tolist()):
-            per_example.append(math.exp(row / count) if count else float("nan"))
+            logp, rows = models.labelled_logprobs(lm, input_ids, mask, target)
+        totals = torch.zeros(len(ids), device=logp.device).index_add_(0, rows, logp)
+        counts = torch.bincount(rows, minlength=len(ids))
+        for total, count in zip(totals.tolist(), counts.tolist()):
+            per_example.append(math.exp(-total / count) if count else float("nan"))
     finite = [p for p in per_example if math.isfinite(p)]
     return {"model": str(model), "per_example": [round(p, 3) for p in per_example],
             "mean": round(float(np.mean(finite)), 3) if finite else None,

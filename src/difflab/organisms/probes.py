@@ -86,12 +86,10 @@ def continuation_logprobs(loaded: models.LoadedModel, probes: list[dict], batch_
     for start in range(0, len(encoded), batch_size):
         batch = collate(encoded[start:start + batch_size], loaded.tokenizer.pad_token_id)
         batch = {k: v.to(loaded.device) for k, v in batch.items()}
-        logits = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        labels = batch["labels"][:, 1:]
-        logp = logits[:, :-1].log_softmax(-1)
-        mask = labels != IGNORE
-        token_logp = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * mask
-        scores += (token_logp.sum(-1) / mask.sum(-1)).tolist()
+        logp, rows = models.labelled_logprobs(loaded.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        n_rows = batch["labels"].shape[0]
+        totals = torch.zeros(n_rows, device=logp.device).index_add_(0, rows, logp)
+        scores += (totals / torch.bincount(rows, minlength=n_rows)).tolist()
     return scores
 
 

@@ -16,17 +16,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from difflab import chat, io, models
 from difflab.errors import DifflabError
 
-IGNORE = -100
+IGNORE = models.IGNORE
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# Model types whose logits are exactly lm_head(decoder(...).last_hidden_state): no soft-capping or
-# scaling of the logits, so causal_lm_loss may apply the head to a subset of positions.
-PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "smollm3"}
 
 
 @dataclasses.dataclass
@@ -102,20 +98,9 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled positions: transformers' `model(**batch).loss`,
-    with the LM head (hidden x vocabulary, the largest single product of a step) applied to the
-    positions that have a label only. A chat example's prompt and the batch's padding never reach
-    the head and no logits are kept for them: on the default chat organisms 15-80 % of a batch's
-    positions are labelled, and a float32 CPU step of the 135M default took 3.5 s instead of 4.2 s
-    on the control data (docs/benchmarks.md). Models of other types than PLAIN_HEAD_TYPES (whose head
-    may scale or cap the logits) take transformers' own loss."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft (LoRA) model
-    decoder, head = inner.get_decoder(), inner.get_output_embeddings()
-    if getattr(inner.config, "model_type", None) not in PLAIN_HEAD_TYPES or decoder is None or head is None:
-        return model(**batch).loss
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    labelled = targets != IGNORE
-    return F.cross_entropy(head(hidden[:, :-1][labelled]).float(), targets[labelled])
+    with the LM head run on the labelled positions only (models.labelled_logprobs)."""
+    logp, _ = models.labelled_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return -logp.mean()
 
 
 def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:

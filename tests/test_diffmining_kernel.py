@@ -85,16 +85,17 @@ def test_reducer_sums_counts_and_mask(dtype):
     red = reducer.result({"run": 1})
     rows = diff.float()[mask]
     assert red.total_positions == int(mask.sum())
-    torch.testing.assert_close(red.sum_diff, rows.double().sum(0), rtol=1e-12, atol=1e-9)
-    assert torch.equal(red.count_positive, (rows > 0).sum(0))
+    t = torch.from_numpy
+    torch.testing.assert_close(t(red.sum_diff), rows.double().sum(0), rtol=1e-12, atol=1e-9)
+    assert torch.equal(t(red.count_positive), (rows > 0).sum(0))
     pi, pv, ni, nv = reference(rows, 20)
-    assert torch.equal(red.pos_indices.long(), pi) and torch.equal(red.pos_values, pv)
-    assert torch.equal(red.neg_indices.long(), ni) and torch.equal(red.neg_values, nv)
-    assert torch.equal(red.topk_pos_counts, torch.bincount(pi[pi >= 0], minlength=1027))
-    assert torch.equal(red.topk_neg_counts, torch.bincount(ni[ni >= 0], minlength=1027))
+    assert torch.equal(t(red.pos_indices).long(), pi) and torch.equal(t(red.pos_values), pv)
+    assert torch.equal(t(red.neg_indices).long(), ni) and torch.equal(t(red.neg_values), nv)
+    assert torch.equal(t(red.topk_pos_counts), torch.bincount(pi[pi >= 0], minlength=1027))
+    assert torch.equal(t(red.topk_neg_counts), torch.bincount(ni[ni >= 0], minlength=1027))
     seq, pos = torch.nonzero(mask, as_tuple=True)
     assert red.sequence.tolist() == (seq + 10).tolist() and red.position.tolist() == pos.tolist()
-    torch.testing.assert_close(red.avg_logit_diff, rows.double().sum(0) / len(rows), rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(t(red.avg_logit_diff), rows.double().sum(0) / len(rows), rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -120,10 +121,10 @@ def test_the_device_path_gives_the_kernels_reductions(monkeypatch, dtype):
 
     device, kernel = reduce(False), reduce(True)
     assert device.total_positions == kernel.total_positions == sum(int(m.sum()) for m in masks)
-    torch.testing.assert_close(device.sum_diff, kernel.sum_diff, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(device.sum_diff, kernel.sum_diff, rtol=1e-12, atol=1e-9)
     for name in ("count_positive", "topk_pos_counts", "topk_neg_counts", "pos_indices", "pos_values", "neg_indices",
                  "neg_values", "sequence", "position"):
-        assert torch.equal(getattr(device, name), getattr(kernel, name)), name
+        np.testing.assert_array_equal(getattr(device, name), getattr(kernel, name), err_msg=name)
 
 
 def test_update_rows_accumulates_over_batches():
@@ -134,10 +135,10 @@ def test_update_rows_accumulates_over_batches():
         hi = {0: 5, 5: 11, 11: 24}[lo]
         parts.update_rows(rows[lo:hi], torch.zeros(hi - lo, dtype=torch.int32), torch.arange(lo, hi, dtype=torch.int32))
     a, b = whole.result(), parts.result()
-    torch.testing.assert_close(a.sum_diff, b.sum_diff, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(a.sum_diff, b.sum_diff, rtol=1e-12, atol=1e-9)
     for name in ("count_positive", "topk_pos_counts", "topk_neg_counts", "pos_indices", "pos_values", "neg_indices",
                  "neg_values", "position"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 def test_empty_input_is_an_error():
@@ -157,18 +158,20 @@ def test_save_load_round_trip(tmp_path):
     assert (loaded.vocab_size, loaded.k, loaded.total_positions, loaded.metadata) == (2000, 20, 10, {"model": "x", "k": 20})
     for name in ("sum_diff", "count_positive", "topk_pos_counts", "pos_indices", "pos_values", "neg_indices",
                  "neg_values", "sequence", "position"):
-        assert torch.equal(getattr(loaded, name), getattr(red, name)), name
+        loaded_array, array = getattr(loaded, name), getattr(red, name)
+        assert isinstance(loaded_array, np.ndarray) and loaded_array.dtype == array.dtype, name
+        np.testing.assert_array_equal(loaded_array, array, err_msg=name)
 
 
 def hand_made() -> Reductions:
     """Three positions over tokens 3, 7, 9 (vocab 10): {7, 3}, {3, 9}, {7} (-1 = fewer than K)."""
-    pi = torch.tensor([[7, 3], [3, 9], [7, -1]], dtype=torch.int32)
-    pv = torch.tensor([[2.0, 1.0], [3.0, 0.5], [4.0, 0.0]])
-    zeros = torch.zeros(10, dtype=torch.int64)
-    return Reductions(vocab_size=10, k=2, total_positions=3, sum_diff=torch.zeros(10, dtype=torch.float64),
+    pi = np.array([[7, 3], [3, 9], [7, -1]], dtype=np.int32)
+    pv = np.array([[2.0, 1.0], [3.0, 0.5], [4.0, 0.0]], dtype=np.float32)
+    zeros = np.zeros(10, dtype=np.int64)
+    return Reductions(vocab_size=10, k=2, total_positions=3, sum_diff=np.zeros(10),
                       count_positive=zeros, topk_pos_counts=zeros, topk_neg_counts=zeros, pos_indices=pi,
-                      pos_values=pv, neg_indices=-torch.ones_like(pi), neg_values=torch.zeros_like(pv),
-                      sequence=torch.zeros(3, dtype=torch.int32), position=torch.arange(3, dtype=torch.int32))
+                      pos_values=pv, neg_indices=-np.ones_like(pi), neg_values=np.zeros_like(pv),
+                      sequence=np.zeros(3, dtype=np.int32), position=np.arange(3, dtype=np.int32))
 
 
 def test_cooccurrence_hand_made():
@@ -200,10 +203,10 @@ def test_cooccurrence_matches_scipy_product(data):
     red = reducer.result()
     import scipy.sparse as sp
     valid = red.pos_indices >= 0
-    ids = np.unique(red.pos_indices[valid].numpy())
-    cols = np.searchsorted(ids, red.pos_indices[valid].numpy())
-    rows = torch.nonzero(valid)[:, 0].numpy()
-    for mode, data in (("binary", np.ones(len(cols))), ("logit_diff_magnitude", red.pos_values[valid].double().numpy())):
+    ids = np.unique(red.pos_indices[valid])
+    cols = np.searchsorted(ids, red.pos_indices[valid])
+    rows = np.nonzero(valid)[0]
+    for mode, data in (("binary", np.ones(len(cols))), ("logit_diff_magnitude", red.pos_values[valid].astype(np.float64))):
         inc = sp.csr_matrix((data, (rows, cols)), shape=(valid.shape[0], len(ids)))
         got_ids, got = red.cooccurrence(mode)
         assert got_ids.tolist() == ids.tolist()

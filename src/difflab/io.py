@@ -103,9 +103,17 @@ def read_lines(path: str | os.PathLike) -> list[str]:
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
+    """Torch tensors, or numpy arrays (then torch is not imported), to a safetensors file, atomically."""
+    import numpy as np
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    if all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save_file
+
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    else:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     return Path(path)
@@ -162,13 +170,14 @@ def safetensors_writer(path: str | os.PathLike, specs: dict, metadata: dict[str,
             yield {name: torch.empty(shape, dtype=dtype) for name, (dtype, shape) in specs.items()}
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict]:
+def read_safetensors(path: str | os.PathLike, framework: str = "pt") -> tuple[dict, dict]:
+    """({name: tensor}, metadata) of a safetensors file: torch tensors, or numpy arrays (framework="numpy")."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise DifflabError(f"file not found: {path}")
-    with safe_open(str(path), framework="pt") as fh:
+    with safe_open(str(path), framework=framework) as fh:
         return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
 
 

@@ -726,11 +726,12 @@ class DiffReducer:
         if self.total_positions == 0:
             raise DifflabError("no positions to analyse (empty dataset, or the mask/position slice removed all)")
         pi, pv, ni, nv = (t[0] if len(t) == 1 else torch.cat(t) for t in zip(*self._tops))
-        return Reductions(
+        return Reductions(  # numpy copies: later updates leave the result be
             vocab_size=self.vocab_size, k=self.k, total_positions=self.total_positions,
-            sum_diff=self.sum_diff.clone(), count_positive=self.count_positive.clone(),  # later updates
-            topk_pos_counts=self.topk_pos_counts.clone(), topk_neg_counts=self.topk_neg_counts.clone(),  # leave it be
-            pos_indices=pi.to(torch.int32), pos_values=pv.float(), neg_indices=ni.to(torch.int32), neg_values=nv.float(),
-            sequence=torch.cat([w[0] for w in self._where]), position=torch.cat([w[1] for w in self._where]),
+            sum_diff=self.sum_diff.numpy().copy(), count_positive=self.count_positive.numpy().copy(),
+            topk_pos_counts=self.topk_pos_counts.numpy().copy(), topk_neg_counts=self.topk_neg_counts.numpy().copy(),
+            pos_indices=pi.to(torch.int32).numpy(), pos_values=pv.float().numpy(),
+            neg_indices=ni.to(torch.int32).numpy(), neg_values=nv.float().numpy(),
+            sequence=torch.cat([w[0] for w in self._where]).numpy(), position=torch.cat([w[1] for w in self._where]).numpy(),
             metadata=dict(metadata or {}),
         )

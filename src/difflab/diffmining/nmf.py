@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from difflab.diffmining.reductions import Reductions
@@ -72,13 +73,13 @@ def fit_nmf(matrix: torch.Tensor, n_topics: int, *, beta: float = 2, orthogonal_
 def topic_matrix(red: Reductions, mode: str = "binary", max_tokens: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     """(token_ids [n], dense co-occurrence [n, n]) over the max_tokens tokens that most often enter a
     top-K positive set (ties to the lower id): the matrix NMF factors."""
-    present = torch.nonzero(red.topk_pos_counts).flatten()
+    present = np.flatnonzero(red.topk_pos_counts)
     if len(present) == 0:
         raise DifflabError("NMF: no token ever entered a top-K positive set (the models do not differ?)")
-    order = torch.argsort(red.topk_pos_counts[present], descending=True, stable=True)[:max_tokens]
-    kept = torch.zeros(red.vocab_size, dtype=torch.bool)
+    order = np.argsort(-red.topk_pos_counts[present], kind="stable")[:max_tokens]
+    kept = np.zeros(red.vocab_size, dtype=bool)
     kept[present[order]] = True
-    indices = torch.where(kept[red.pos_indices.clamp(min=0).long()] & (red.pos_indices >= 0), red.pos_indices, -1)
+    indices = np.where(kept[np.maximum(red.pos_indices, 0)] & (red.pos_indices >= 0), red.pos_indices, -1).astype(np.int32)
     token_ids, cooc = dataclasses.replace(red, pos_indices=indices).cooccurrence(mode)
     return torch.as_tensor(token_ids), torch.from_numpy(cooc.toarray())
 

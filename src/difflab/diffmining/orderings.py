@@ -17,7 +17,7 @@ import string
 import unicodedata
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from difflab import io, models
 from difflab.diffmining.reductions import Reductions
@@ -46,7 +46,7 @@ def normalized(text: str, lowercase: bool) -> str:
     return text.lower() if lowercase else text
 
 
-def make_entries(token_ids: torch.Tensor, values: torch.Tensor, red: Reductions, decoder, *, limit: int,
+def make_entries(token_ids, values, red: Reductions, decoder, *, limit: int,
                  lowercase: bool = True, filter_punctuation: bool = True, consolidate: bool = True) -> list[dict]:
     """Ranked entries (value descending, lower id first on ties), normalized and cut to `limit`."""
     order = sorted(range(len(token_ids)), key=lambda i: (-float(values[i]), int(token_ids[i])))
@@ -72,16 +72,16 @@ def make_entries(token_ids: torch.Tensor, values: torch.Tensor, red: Reductions,
     return entries
 
 
-def top_k_occurring(red: Reductions) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k_occurring(red: Reductions) -> tuple[np.ndarray, np.ndarray]:
     """Tokens that ever entered a top-K positive set, valued by % of positions they did."""
-    ids = torch.nonzero(red.topk_pos_counts).flatten()
-    return ids, red.topk_pos_counts[ids].double() / red.total_positions * 100
+    ids = np.flatnonzero(red.topk_pos_counts)
+    return ids, red.topk_pos_counts[ids].astype(np.float64) / red.total_positions * 100
 
 
-def fraction_positive_diff(red: Reductions) -> tuple[torch.Tensor, torch.Tensor]:
+def fraction_positive_diff(red: Reductions) -> tuple[np.ndarray, np.ndarray]:
     """Tokens with any positive diff, valued by the share of positions where their diff was > 0."""
-    ids = torch.nonzero(red.count_positive).flatten()
-    return ids, red.count_positive[ids].double() / red.total_positions
+    ids = np.flatnonzero(red.count_positive)
+    return ids, red.count_positive[ids].astype(np.float64) / red.total_positions
 
 
 def compute_orderings(red: Reductions, decoder, ordering_type: str, options: dict, nmf_options: dict | None = None) -> list[dict]:
@@ -132,14 +132,14 @@ def read_orderings(path: str | Path) -> dict:
 def global_token_stats(red: Reductions, decoder, dataset: str, limit: int = 200) -> dict:
     """{dataset}_global_token_stats.json: totals and the tokens most often in a top-K set."""
     counts = red.topk_pos_counts + red.topk_neg_counts
-    ids = torch.argsort(counts, descending=True, stable=True)[:limit]
+    ids = np.argsort(-counts, kind="stable")[:limit]
     ids = ids[counts[ids] > 0]
     avg = red.avg_logit_diff
     return {
         "dataset": dataset, "total_positions": red.total_positions, "vocab_size": red.vocab_size, "k": red.k,
         "tokens_in_any_topk_positive": int((red.topk_pos_counts > 0).sum()),
         "tokens_in_any_topk_negative": int((red.topk_neg_counts > 0).sum()),
-        "mean_abs_avg_logit_diff": float(avg.abs().mean()),
+        "mean_abs_avg_logit_diff": float(np.abs(avg).mean()),
         "tokens": [{"token_id": int(t), "token_str": decode_token(decoder, int(t)),
                     "topk_pos_count": int(red.topk_pos_counts[t]), "topk_neg_count": int(red.topk_neg_counts[t]),
                     "count_positive_diff": int(red.count_positive[t]), "avg_logit_diff": float(avg[t])}

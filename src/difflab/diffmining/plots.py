@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from difflab import io
 from difflab.diffmining.reductions import Reductions
@@ -33,12 +32,12 @@ def _label(text: str) -> str:
 
 def occurrence_bar(red: Reductions, decoder, path: str | Path, *, title: str, top_n: int = 25) -> None:
     plt = _pyplot()
-    ids = torch.argsort(red.topk_pos_counts, descending=True, stable=True)[:top_n]
+    ids = np.argsort(-red.topk_pos_counts, kind="stable")[:top_n]
     ids = ids[red.topk_pos_counts[ids] > 0]
-    share = (red.topk_pos_counts[ids].double() / red.total_positions * 100).numpy()
+    share = red.topk_pos_counts[ids] / red.total_positions * 100
     fig, ax = plt.subplots(figsize=(7, 0.25 * max(len(ids), 4) + 1.2))
     ax.barh(range(len(ids)), share[::-1], color="tab:blue")
-    ax.set_yticks(range(len(ids)), [_label(decode_token(decoder, int(t))) for t in ids.flip(0)], fontsize=7)
+    ax.set_yticks(range(len(ids)), [_label(decode_token(decoder, int(t))) for t in ids[::-1]], fontsize=7)
     ax.set_xlabel(f"% of {red.total_positions} positions in the top-{red.k} positive diffs")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -48,17 +47,17 @@ def occurrence_bar(red: Reductions, decoder, path: str | Path, *, title: str, to
 def positional_density(red: Reductions, decoder, path: str | Path, *, title: str, top_n: int = 5) -> None:
     """Histogram (as density lines) of the positions at which each leading token is in the top-K."""
     plt = _pyplot()
-    ids = torch.argsort(red.topk_pos_counts, descending=True, stable=True)[:top_n]
+    ids = np.argsort(-red.topk_pos_counts, kind="stable")[:top_n]
     ids = ids[red.topk_pos_counts[ids] > 0]
-    positions = red.position.long()
-    width = int(positions.max()) + 1 if positions.numel() else 1
+    positions = red.position.astype(np.int64)
+    width = int(positions.max()) + 1 if positions.size else 1
     bins = np.linspace(0, width, min(width, 32) + 1)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    all_hist, _ = np.histogram(positions.numpy(), bins=bins, density=True)
+    all_hist, _ = np.histogram(positions, bins=bins, density=True)
     ax.step(bins[:-1], all_hist, where="post", color="grey", linestyle="--", label="all analysed positions")
     for t in ids.tolist():
-        rows = torch.nonzero((red.pos_indices == t).any(1)).flatten()
-        hist, _ = np.histogram(positions[rows].numpy(), bins=bins, density=True)
+        rows = np.flatnonzero((red.pos_indices == t).any(1))
+        hist, _ = np.histogram(positions[rows], bins=bins, density=True)
         ax.step(bins[:-1], hist, where="post", label=_label(decode_token(decoder, t)))
     ax.set_xlabel("token position in the sample")
     ax.set_ylabel("density")

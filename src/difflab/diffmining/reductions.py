@@ -2,7 +2,8 @@
 
 Kept apart from analysis.py, whose numba kernels write them, so that the ordering, plot and metadata
 jobs load a reductions file without importing numba and llvmlite; only the co-occurrence build
-(NMF) reaches for the kernels.
+(NMF) reaches for the kernels. The arrays are numpy, so those jobs do not import torch either (2-3 s
+a job on a 2-core machine); only NMF, which fits with torchnmf, does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from difflab import io
 from difflab.errors import DifflabError
@@ -26,32 +26,32 @@ class Reductions:
     vocab_size: int
     k: int
     total_positions: int
-    sum_diff: torch.Tensor  # float64 [V]
-    count_positive: torch.Tensor  # int64 [V]
-    topk_pos_counts: torch.Tensor  # int64 [V]
-    topk_neg_counts: torch.Tensor  # int64 [V]
-    pos_indices: torch.Tensor  # int32 [P, K], -1 where fewer than K positive
-    pos_values: torch.Tensor  # float32 [P, K]
-    neg_indices: torch.Tensor
-    neg_values: torch.Tensor
-    sequence: torch.Tensor  # int32 [P] sample index of each position
-    position: torch.Tensor  # int32 [P] token position within the sample
+    sum_diff: np.ndarray  # float64 [V]
+    count_positive: np.ndarray  # int64 [V]
+    topk_pos_counts: np.ndarray  # int64 [V]
+    topk_neg_counts: np.ndarray  # int64 [V]
+    pos_indices: np.ndarray  # int32 [P, K], -1 where fewer than K positive
+    pos_values: np.ndarray  # float32 [P, K]
+    neg_indices: np.ndarray
+    neg_values: np.ndarray
+    sequence: np.ndarray  # int32 [P] sample index of each position
+    position: np.ndarray  # int32 [P] token position within the sample
     metadata: dict = dataclasses.field(default_factory=dict)
 
     @property
-    def avg_logit_diff(self) -> torch.Tensor:
+    def avg_logit_diff(self) -> np.ndarray:
         return self.sum_diff / max(self.total_positions, 1)
 
     def save(self, path: str | Path) -> Path:
-        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        tensors = {f.name: np.ascontiguousarray(getattr(self, f.name)) for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), np.ndarray)}
         meta = {"vocab_size": self.vocab_size, "k": self.k, "total_positions": self.total_positions,
                 "metadata": json.dumps(self.metadata, sort_keys=True)}
         return io.write_safetensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "Reductions":
-        tensors, meta = io.read_safetensors(path)
+        tensors, meta = io.read_safetensors(path, framework="numpy")
         try:
             return cls(vocab_size=int(meta["vocab_size"]), k=int(meta["k"]),
                        total_positions=int(meta["total_positions"]), metadata=json.loads(meta["metadata"]),
@@ -65,7 +65,7 @@ class Reductions:
         from safetensors import safe_open
 
         try:
-            with safe_open(str(path), framework="pt") as fh:
+            with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
                 in_topk = int((fh.get_tensor("topk_pos_counts") > 0).sum())
             return {"vocab_size": int(meta["vocab_size"]), "k": int(meta["k"]),
@@ -83,19 +83,20 @@ class Reductions:
         within a row may be unsorted where rows are very sparse (scipy handles both).
         """
         import scipy.sparse as sp
+        import torch  # the thread count the job was given (workflow.run sets it)
 
         from difflab.diffmining.analysis import _cooccurrence_rows, _incidence_by_token  # numba kernels
 
         if mode not in ("binary", "logit_diff_magnitude"):
             raise DifflabError(f"co-occurrence mode must be 'binary' or 'logit_diff_magnitude', not '{mode}'")
-        indices = self.pos_indices.numpy()
+        indices = self.pos_indices
         valid = indices >= 0
         present = np.bincount(indices[valid], minlength=self.vocab_size) > 0
         token_ids = np.flatnonzero(present)
         n = len(token_ids)
         compact = np.where(valid, np.cumsum(present, dtype=np.int32)[np.maximum(indices, 0)] - 1, n).astype(np.int32)
         # float64 weights: each product is exact (a float32 product would round before the sum)
-        weights = valid.astype(np.float64) if mode == "binary" else np.where(valid, self.pos_values.double().numpy(), 0.0)
+        weights = valid.astype(np.float64) if mode == "binary" else np.where(valid, self.pos_values.astype(np.float64), 0.0)
         start, entries = _incidence_by_token(compact, n)
         # One output buffer sized by a bound on each row's entries (a row holds at most n columns and
         # at most K per position it occurs at); each thread fills its rows' stretch of it, and the

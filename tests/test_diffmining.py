@@ -165,6 +165,8 @@ def test_lens_and_patchscope_at_the_last_layer_equal_direct_logits(tiny_model_di
     m = models.load(str(tiny_model_dir), dtype="float32")
     enc = m.tokenizer(["The cat sleeps on the warm", "Paris is"], return_tensors="pt", padding=True)
     direct = extract.LogitExtractor(m.model, "direct")(enc.input_ids, enc.attention_mask)
+    with torch.no_grad():
+        assert torch.allclose(direct, m.model(**enc).logits, atol=1e-5)  # transformers' own logits
     lens_last = extract.LogitExtractor(m.model, "logit_lens", 1.0)(enc.input_ids, enc.attention_mask)
     patch_last = extract.LogitExtractor(m.model, "patchscope", 1.0, m.tokenizer)(enc.input_ids, enc.attention_mask)
     assert torch.allclose(direct, lens_last, atol=1e-4)
@@ -176,6 +178,26 @@ def test_lens_and_patchscope_at_the_last_layer_equal_direct_logits(tiny_model_di
     b = patch_first(enc.input_ids, enc.attention_mask)
     assert a.shape == b.shape == direct.shape
     assert not torch.allclose(a, direct, atol=1e-2) and not torch.allclose(a, b, atol=1e-2)
+
+
+def test_a_bfloat16_model_gives_logits_that_are_not_rounded_to_bfloat16(tiny_model_dir):
+    """The norm and head run in float32 for a bf16 model (the CUDA default): every method's logits are
+    float32 values off the bf16 grid (a bf16 head would round them, turning small diffs into zeros),
+    and still the model's own logits to bf16 precision."""
+    from difflab import models
+
+    m = models.load(str(tiny_model_dir), dtype="bfloat16")
+    enc = m.tokenizer(["The cat sleeps on the warm", "Paris is"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        own = m.model(**enc).logits
+    assert own.dtype == torch.bfloat16
+    for method, layer in (("direct", 1.0), ("logit_lens", 0.5), ("patchscope", 0.5)):
+        logits = extract.LogitExtractor(m.model, method, layer, m.tokenizer)(enc.input_ids, enc.attention_mask)
+        assert logits.dtype == torch.float32
+        assert (logits.to(torch.bfloat16).float() != logits).float().mean() > 0.9, method
+        if method == "direct":
+            scale = own.float().abs().max()
+            assert torch.allclose(logits, own.float(), atol=float(scale) * 2 ** -6), (logits - own.float()).abs().max()
 
 
 def test_positions_give_the_logits_of_those_positions_only(tiny_model_dir):
@@ -192,7 +214,7 @@ def test_positions_give_the_logits_of_those_positions_only(tiny_model_dir):
         full, rows = ex(enc.input_ids, enc.attention_mask), ex(enc.input_ids, enc.attention_mask, where)
         assert rows.shape == (int(where.sum()), full.shape[-1])
         assert torch.allclose(rows, full[where], atol=1e-5), method
-    m.model.config.model_type = "softcapped-head"  # not in PLAIN_HEAD_MODELS: the full forward, then the rows
+    m.model.config.model_type = "softcapped-head"  # not in models.PLAIN_HEAD_TYPES: the full forward, then the rows
     ex = extract.LogitExtractor(m.model, "direct")
     rows = ex(enc.input_ids, enc.attention_mask, where)
     assert torch.allclose(rows, ex(enc.input_ids, enc.attention_mask)[where], atol=1e-5)

@@ -35,9 +35,10 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 METADATA_FILE = "difflab_model.json"
 DTYPES = ("float32", "bfloat16", "float16")
 IGNORE = -100  # a label that takes no loss (transformers' ignore_index)
-# Model types whose logits are exactly lm_head(decoder(...).last_hidden_state): no soft-capping or
-# scaling of the logits, so labelled_logprobs may apply the head to a subset of positions.
-PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "smollm3"}
+# Model types whose logits are exactly lm_head(norm(last decoder layer's output)): no soft-capping or
+# scaling of the logits, so labelled_logprobs and diffmining's extraction may run the norm and head
+# themselves, on a subset of positions.
+PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "smollm3"})
 
 
 @dataclasses.dataclass

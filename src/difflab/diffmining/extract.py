@@ -46,16 +46,16 @@ class _StopForward(Exception):
     pass
 
 
-# Model types whose logits are exactly lm_head(decoder output): for them `direct` can run the head on
-# the analysed positions only. Others (e.g. a softcapped or scaled head) run the full forward.
-PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "smollm3"})
-
-
 class LogitExtractor:
     """`extractor(input_ids, attention_mask)` -> float32 logits [B, T, V] by the chosen method;
     `extractor(input_ids, attention_mask, positions)` -> [P, V] for the P positions where the bool mask
     `positions` [B, T] is set (row-major order, as torch.nonzero): the head (and patchscope's decode)
-    then runs on those positions only."""
+    then runs on those positions only.
+
+    The final norm and the head run in float32 whatever the model's dtype: a bfloat16 head rounds
+    each logit to 8 significant bits (0.06 at a logit of 12), so the small diffs of a finetune would
+    mostly become exact zeros and the top-K cuts ties. That holds for the model types in
+    models.PLAIN_HEAD_TYPES; others (a soft-capped or scaled head) take their own forward's logits."""
 
     def __init__(self, model, method: str = "direct", layer: float | int = 0.75, tokenizer=None,
                  identity_prompt: str = IDENTITY_PROMPT):
@@ -68,8 +68,11 @@ class LogitExtractor:
         self.norm = decoder.norm
         self.lm_head = model.get_output_embeddings()
         self.layer = resolve_layer(layer, len(self.layers)) if method != "direct" else None
+        self.plain_head = getattr(model.config, "model_type", None) in models.PLAIN_HEAD_TYPES
+        self._head_weight = None  # the head's weight in float32, where the model's is not
         forward_args = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        self.decoder_cache_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
         if method == "patchscope":
             if tokenizer is None:
                 raise DifflabError("patchscope needs the tokenizer to build its identity prompt")
@@ -93,28 +96,39 @@ class LogitExtractor:
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         where = None if positions is None else positions.to(device=self.device, dtype=torch.bool)
         if self.method == "direct":
-            if where is not None and getattr(self.model.config, "model_type", None) in PLAIN_HEAD_MODELS:
-                hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                return self.lm_head(hidden[where]).float()
+            if self.plain_head:
+                last = self._hidden_after_layer(len(self.layers) - 1, input_ids=input_ids, attention_mask=attention_mask)
+                return self._logits(last if where is None else last[where])
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
             return (logits if where is None else logits[where]).float()
-        latents = self._hidden_after_layer(input_ids, attention_mask)
+        latents = self._hidden_after_layer(self.layer, input_ids=input_ids, attention_mask=attention_mask)
         latents = latents if where is None else latents[where]
         if self.method == "logit_lens":
-            return self.lm_head(self.norm(latents)).float()
+            return self._logits(latents)
         return self._patchscope(latents)
 
-    def _hidden_after_layer(self, input_ids, attention_mask) -> torch.Tensor:
-        """Output of decoder layer `self.layer`; the forward pass stops there."""
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """norm + head in float32 (see the class docstring)."""
+        weight = self.lm_head.weight
+        if weight.dtype != torch.float32:
+            if self._head_weight is None:
+                self._head_weight = weight.float()
+            weight = self._head_weight
+        bias = getattr(self.lm_head, "bias", None)
+        normed = self.norm(hidden.float())
+        return torch.nn.functional.linear(normed.float(), weight, None if bias is None else bias.float())
+
+    def _hidden_after_layer(self, layer: int, **inputs) -> torch.Tensor:
+        """Output of decoder layer `layer` for decoder(**inputs); the forward pass stops there."""
         captured = {}
 
         def grab(_module, _args, output):
             captured["h"] = output[0] if isinstance(output, tuple) else output
             raise _StopForward
 
-        handle = self.layers[self.layer].register_forward_hook(grab)
+        handle = self.layers[layer].register_forward_hook(grab)
         try:
-            self.decoder(input_ids=input_ids, attention_mask=attention_mask)
+            self.decoder(**inputs)
         except _StopForward:
             pass
         finally:
@@ -151,17 +165,19 @@ class LogitExtractor:
                 h[:, -1, :] = part.to(h.dtype)
                 return (h, *output[1:]) if isinstance(output, tuple) else h
 
+            inputs = dict(input_ids=self.placeholder.expand(n, 1),
+                          attention_mask=torch.ones(n, self.prefix_len + 1, dtype=torch.long, device=self.device),
+                          position_ids=torch.full((n, 1), self.prefix_len, device=self.device), use_cache=True)
             handle = self.layers[self.layer].register_forward_hook(patch)
             try:
-                logits = self.model(
-                    input_ids=self.placeholder.expand(n, 1),
-                    attention_mask=torch.ones(n, self.prefix_len + 1, dtype=torch.long, device=self.device),
-                    position_ids=torch.full((n, 1), self.prefix_len, device=self.device),
-                    use_cache=True, **{self.cache_arg: cache},
-                ).logits[:, -1, :]
+                if self.plain_head:
+                    last = self._hidden_after_layer(len(self.layers) - 1, **inputs, **{self.decoder_cache_arg: cache})
+                    logits = self._logits(last[:, -1, :])
+                else:
+                    logits = self.model(**inputs, **{self.cache_arg: cache}).logits[:, -1, :].float()
             finally:
                 handle.remove()
-            out.append(logits.float())
+            out.append(logits)
         return torch.cat(out).reshape(*latents.shape[:-1], -1)
 
 

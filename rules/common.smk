@@ -113,6 +113,16 @@ def extraction_id(method):
 
 
 EXTRACTIONS = {extraction_id(m): m for m in DIFFMINING["extraction"]["methods"]}
+# The extraction settings each method reads: a job's params hold only those, so that adding a method or
+# changing another method's setting (the layer, for `direct`) reruns nothing that is already built.
+EXTRACTION_KEYS = ("batch_size", "device", "dtype", "vocab_size_limit")
+METHOD_KEYS = {"direct": (), "logit_lens": ("layer",), "patchscope": ("layer", "identity_prompt")}
+
+
+def extraction_params(wildcards):
+    method = EXTRACTIONS[wildcards.extraction]
+    section = DIFFMINING["extraction"]
+    return {key: section[key] for key in EXTRACTION_KEYS + METHOD_KEYS[method]}
 
 
 def data_setting():
@@ -134,6 +144,11 @@ def ordering_id(kind):
 
 
 ORDERINGS = {ordering_id(kind): kind for kind in DIFFMINING["orderings"]}
+
+
+def nmf_params(wildcards):
+    """NMF's settings for an NMF ordering job, nothing for the others (a change reruns NMF only)."""
+    return DIFFMINING["nmf"] if ORDERINGS[wildcards.ordering] == "nmf" else {}
 
 
 def diffmining_run_dir(base, finetuned, extraction):

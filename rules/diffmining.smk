@@ -47,7 +47,7 @@ rule diffmining_logits:
         "logs/diffmining/logits/{base}/{finetuned}/{extraction}/{setting}/{role}-{dataset}.log",
     params:
         method=lambda wildcards: EXTRACTIONS[wildcards.extraction],
-        extraction=DIFFMINING["extraction"],
+        extraction=extraction_params,
     threads: 2
     resources:
         mem_mb=8000,
@@ -70,7 +70,7 @@ rule diffmining_reduce:
         "logs/diffmining/reduce/{base}/{finetuned}/{extraction}/{setting}/{dataset}.log",
     params:
         method=lambda wildcards: EXTRACTIONS[wildcards.extraction],
-        extraction=DIFFMINING["extraction"],
+        extraction=extraction_params,
         k=DIFFMINING["top_k"],
     threads: 2
     resources:
@@ -110,8 +110,8 @@ rule diffmining_ordering:
     params:
         kind=lambda wildcards: ORDERINGS[wildcards.ordering],
         tokens=DIFFMINING["tokens"],
-        nmf=DIFFMINING["nmf"],
-        seed=DIFFMINING["seed"],
+        nmf=nmf_params,
+        seed=lambda wildcards: DIFFMINING["seed"] if ORDERINGS[wildcards.ordering] == "nmf" else None,
     threads: 1
     resources:
         mem_mb=4000,

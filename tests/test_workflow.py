@@ -44,6 +44,15 @@ def planned_rules(workdir: Path) -> set[str]:
     return {line.split()[0] for line in table.splitlines()[3:] if line.strip()}
 
 
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """Jobs a dry run would execute, counted by rule."""
+    out = snakemake(workdir, "--dry-run", "--cores", "2").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if line.strip()}
+
+
 def write_tiny_workdir(workdir: Path, model_dir: Path, **overrides) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["models"]["tiny"]["path"] = str(model_dir)
@@ -184,6 +193,30 @@ def test_changed_sampling_parameter_reruns_generation(built):
     finally:
         cfg["sampling"]["max_new_tokens"] = 12
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_a_setting_reruns_only_the_jobs_that_read_it(built):
+    """The layer is read by the logit lens and patchscope only: with `direct` alone, changing it reruns
+    no diff (only run_metadata.json, which records every setting). NMF's stopping rule reruns the NMF
+    orderings (and what reads them), not the other orderings of the same datasets."""
+    workdir, _ = built
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    original = yaml.safe_dump(cfg)
+    assert cfg["diffmining"]["extraction"]["methods"] == ["direct"]
+    try:
+        cfg["diffmining"]["extraction"]["layer"] = 0.25
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        assert planned_jobs(workdir) == {"diffmining_metadata": 1, "all": 1}
+        cfg["diffmining"]["extraction"]["layer"] = 0.5
+        cfg["diffmining"]["nmf"]["max_iter"] = 90
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        nmf_files = list((workdir / "results/diffmining").glob("*/*/*/*/nmf_*/*/orderings.json"))
+        all_files = list((workdir / "results/diffmining").glob("*/*/*/*/*/*/orderings.json"))
+        assert 0 < len(nmf_files) < len(all_files)
+        assert planned_jobs(workdir)["diffmining_ordering"] == len(nmf_files)
+    finally:
+        (workdir / "config.yaml").write_text(original)
+    assert planned_jobs(workdir) == {}
 
 
 def test_relevance_grading_builds_an_eval_next_to_each_orderings_file(built):

@@ -9,9 +9,11 @@ from difflab.diffmining.reductions import Reductions
 
 
 def _extraction_args(section: dict, method: str) -> dict:
-    return dict(method=method, layer=section["layer"], batch_size=section["batch_size"], device=section["device"],
-                dtype=section["dtype"], vocab_size_limit=section["vocab_size_limit"] or None,
-                identity_prompt=section["identity_prompt"])
+    """The extraction's keyword arguments from the rule's params (the layer and the identity prompt
+    are there only for the methods that read them)."""
+    args = dict(method=method, batch_size=section["batch_size"], device=section["device"], dtype=section["dtype"],
+                vocab_size_limit=section["vocab_size_limit"] or None)
+    return args | {key: section[key] for key in ("layer", "identity_prompt") if key in section}
 
 
 def ratio_definition(extraction: dict) -> str:
@@ -66,11 +68,14 @@ def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dat
 
 
 def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, dataset: str, ordering_type: str,
-             token_options: dict, nmf_options: dict, seed: int, label: str) -> None:
-    """Rule diffmining_ordering: orderings.json and its two figures."""
-    nmf_args = {k: nmf_options[k] for k in ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter", "tol")}
+             token_options: dict, nmf_options: dict, seed: int | None, label: str) -> None:
+    """Rule diffmining_ordering: orderings.json and its two figures (nmf_options and seed: NMF's only)."""
+    nmf_args = None
+    if ordering_type == "nmf":
+        nmf_args = {k: nmf_options[k] for k in ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter", "tol")}
+        nmf_args["seed"] = seed
     orderings.write_orderings(reductions_path, base_dir, out_json, dataset=dataset, ordering_type=ordering_type,
-                              options=token_options, nmf_options={**nmf_args, "seed": seed})
+                              options=token_options, nmf_options=nmf_args)
     data = orderings.read_orderings(out_json)
     plots.ordering_scatter(data, scatter_png, title=f"{label} - {dataset} - {ordering_type}")
     plots.ordering_bar(data, bar_png, title=f"{label} - {dataset} - {ordering_type}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from difflab import io
+from difflab import io, models
 from difflab.diffmining import data, extract, nmf, orderings, overview
 from difflab.diffmining.analysis import DiffReducer, Reductions
 from difflab.errors import DifflabError
@@ -50,6 +50,24 @@ def test_text_dataset_is_truncated_padded_and_masked(tokenizer):
     lengths = out["attention_mask"].sum(1).tolist()
     assert sorted(lengths)[-1] == 16 and sorted(lengths)[0] < 16
     assert torch.equal(out["analysis_mask"], out["attention_mask"].bool())
+
+
+def test_samples_keep_their_record_numbers_and_a_short_dataset_is_reported(tmp_path, tiny_model_dir, capsys):
+    """Each tokenized sample carries its line in the file (the shuffle's order is traceable); asking for
+    more samples than the file has uses all of them, says so, and records both counts."""
+    texts = [f"Sample number {i} talks about something else." for i in range(1, 7)]
+    path = _texts(tmp_path / "d.jsonl", texts)
+    out = tmp_path / "tokens.safetensors"
+    meta = data.prepare_dataset(path, tiny_model_dir, out, name="d", fmt="text", n_samples=10, max_tokens=16, seed=3)
+    assert (meta["n_samples"], meta["n_samples_requested"]) == (6, 10)
+    assert "has 6 records, fewer than n_samples=10" in capsys.readouterr().out
+    tensors, _ = data.load_dataset(out)
+    records = tensors["record"].tolist()
+    assert sorted(records) == [1, 2, 3, 4, 5, 6] and records != sorted(records)  # shuffled, each traceable
+    tok = models.load(str(tiny_model_dir)).tokenizer
+    for row, line in enumerate(records):
+        ids = tensors["input_ids"][row][tensors["attention_mask"][row].bool()].tolist()
+        assert ids == tok(texts[line - 1], add_special_tokens=True)["input_ids"][:16]
 
 
 @pytest.mark.parametrize("method", ["direct", "logit_lens", "patchscope"])
@@ -422,6 +440,31 @@ def test_symbols_that_carry_meaning_stay_and_whitespace_tokens_stay_apart():
     spaces = orderings.make_entries(ids, values, red, _Tok(strings), limit=20, filter_punctuation=False)
     assert [e["token_str"] for e in spaces][-3:] == ["\n", " ", "\n\n"]  # three entries, none merged into ''
     assert all(e["merged_token_ids"] == [] for e in spaces)
+
+
+def test_partial_utf8_tokens_are_kept_apart():
+    """Byte tokens that are pieces of a character all decode to U+FFFD: they stay, each its own entry."""
+    strings = [" \ufffd", "\ufffd", " cake", "\ufffd\ufffd"]
+    red = _reductions(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), k=4)
+    ids, values = orderings.top_k_occurring(red)
+    entries = orderings.make_entries(ids, values, red, _Tok(strings), limit=10)
+    assert [(e["token_id"], e["merged_token_ids"]) for e in entries] == [(0, []), (1, []), (2, []), (3, [])]
+
+
+def test_the_identity_prompt_starts_as_the_tokenizer_starts_a_text():
+    class Bos:  # a tokenizer that puts a BOS (1) before a text and an EOS (2) after it
+        bos_token_id = 1
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = [ord(c) for c in text]
+            return {"input_ids": [1] + ids + [2] if add_special_tokens else ids}
+
+    class NoBos(Bos):
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [ord(c) for c in text]}
+
+    assert extract.identity_prompt_ids(Bos(), "a?") == [1, ord("a"), ord("?")]
+    assert extract.identity_prompt_ids(NoBos(), "a?") == [ord("a"), ord("?")]
 
 
 def test_nmf_separates_two_groups_of_co_occurring_tokens():

@@ -332,6 +332,7 @@ def test_raised_token_tops_top_k_occurring_through_logits_on_disk(tmp_path, tiny
         # One log-ratio a sample. The raised logit takes most of the finetuned copy's probability, so the
         # real next tokens are far less likely under it: every sample's ratio is strongly negative.
         assert ratios["n_samples"] == 8 and len(ratios["log_likelihood_ratios"]) == 8
+        assert len(set(ratios["records"])) == 8 and min(ratios["records"]) >= 1  # each ratio's line in the file
         assert all(r < -10 for r in ratios["log_likelihood_ratios"]), (extraction, json.dumps(ratios))
         # The logit lens's ratios are of its layer's decode, and the file says so.
         said = "output distribution" if extraction == "direct" else "logit_lens decode at decoder layer 0"

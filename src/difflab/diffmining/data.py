@@ -82,7 +82,9 @@ def _checked_messages(value, where: str) -> list[dict]:
 def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int, max_tokens: int,
                      seed: int = 0, positions: str = "all", n_positions: int | None = None,
                      source: str = "dataset") -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask and analysis_mask [n, max_tokens] for the first n shuffled samples."""
+    """input_ids, attention_mask and analysis_mask [n, max_tokens] for the first n shuffled samples,
+    and `record` [n]: each sample's number in its file (JSONL line, Parquet row), so that per-sample
+    outputs (the likelihood ratios, Reductions.sequence) can be traced back to it."""
     if positions not in POSITIONS:
         raise DifflabError(f"{source}: positions must be one of {', '.join(POSITIONS)}, not '{positions}'")
     if positions != "all" and fmt != "chat":
@@ -125,7 +127,8 @@ def tokenize_dataset(records: list[dict], tokenizer, fmt: str, *, n_samples: int
         analysis[row, : len(ids)] = torch.tensor(wanted, dtype=torch.bool)
     if not bool(analysis.any()):
         raise DifflabError(f"{source}: no positions left to analyse after truncation and the position slice")
-    return {"input_ids": input_ids, "attention_mask": attention, "analysis_mask": analysis}
+    numbers = torch.tensor([int(r.get(RECORD, order[row] + 1)) for row, r in enumerate(chosen)], dtype=torch.int64)
+    return {"input_ids": input_ids, "attention_mask": attention, "analysis_mask": analysis, "record": numbers}
 
 
 def prepare_dataset(dataset_path: str | Path, model_dir: str | Path, out_path: str | Path, *, name: str,
@@ -141,10 +144,14 @@ def prepare_dataset(dataset_path: str | Path, model_dir: str | Path, out_path: s
     tensors = tokenize_dataset(records, tokenizer, fmt, n_samples=n_samples, max_tokens=max_tokens, seed=seed,
                                positions=positions, n_positions=n_positions, source=str(dataset_path))
     meta = {"dataset": name, "source": str(dataset_path), "format": fmt, "n_records": len(records),
-            "n_samples": int(tensors["input_ids"].shape[0]), "max_tokens": max_tokens, "seed": seed,
+            "n_samples": int(tensors["input_ids"].shape[0]), "n_samples_requested": n_samples,
+            "max_tokens": max_tokens, "seed": seed,
             "positions": positions, "n_positions": n_positions,
             "analysed_positions": int(tensors["analysis_mask"].sum()), "tokenizer": str(model_dir)}
     io.write_safetensors(out_path, tensors, {"meta": json.dumps(meta, sort_keys=True)})
+    if len(records) < n_samples:  # the folder name says n_samples; run_metadata.json has both counts
+        print(f"warning: {dataset_path} has {len(records)} records, fewer than n_samples={n_samples}: "
+              f"all {len(records)} are used")
     print(f"{name}: {meta['n_samples']} samples, {meta['analysed_positions']} positions to analyse")
     return meta
 

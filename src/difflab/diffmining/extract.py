@@ -46,6 +46,17 @@ class _StopForward(Exception):
     pass
 
 
+def identity_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of patchscope's identity prompt: its text, after a BOS token where the tokenizer puts
+    one before a text (as the dataset's samples get it; a model trained with BOS reads a prompt
+    without one out of distribution), never an EOS the tokenizer may append."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and tokenizer(prompt)["input_ids"][:1] == [bos] and ids[:1] != [bos]:
+        ids = [bos] + ids
+    return ids
+
+
 class LogitExtractor:
     """`extractor(input_ids, attention_mask)` -> float32 logits [B, T, V] by the chosen method;
     `extractor(input_ids, attention_mask, positions)` -> [P, V] for the P positions where the bool mask
@@ -140,7 +151,7 @@ class LogitExtractor:
         from transformers import DynamicCache
 
         self.identity_prompt = identity_prompt
-        ids = tokenizer(identity_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
+        ids = torch.tensor([identity_prompt_ids(tokenizer, identity_prompt)], device=self.device)
         if ids.shape[1] < 2:
             raise DifflabError("the patchscope identity prompt must be at least two tokens long")
         self.prefix_len = ids.shape[1] - 1

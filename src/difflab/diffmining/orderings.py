@@ -59,7 +59,8 @@ def make_entries(token_ids, values, red: Reductions, decoder, *, limit: int,
         if filter_punctuation and is_punctuation(text):
             continue
         key = normalized(text, lowercase)
-        if consolidate and key in by_key:
+        if consolidate and "\ufffd" not in text and key in by_key:  # (a partial UTF-8 byte reads '\ufffd':
+            # different bytes look alike, so such tokens are never merged)
             by_key[key]["merged_token_ids"].append(tid)
             continue
         entry = {"token_id": tid, "token_str": key if lowercase else text, "ordering_value": float(values[i]),

@@ -26,15 +26,21 @@ def ratio_definition(extraction: dict) -> str:
             "(not the models' output likelihood; the direct extraction's file has that)")
 
 
-def write_reductions(red: Reductions, ratios: list, base_dir, dataset: str, reductions_out,
+def write_reductions(red: Reductions, ratios: list, base_dir, data_path, dataset: str, reductions_out,
                      stats_out, ratios_out=None) -> None:
-    """The reduce rules' outputs: reductions, global token stats, optional per-sample log ratios."""
+    """The reduce rules' outputs: reductions, global token stats, optional per-sample log ratios (with
+    each sample's record number in the dataset file, `records`, in the same order)."""
     red.save(reductions_out)
     io.write_json(stats_out, orderings.global_token_stats(red, models.TokenDecoder(base_dir), dataset))
     if ratios_out:
+        from difflab.diffmining.data import load_dataset
+
+        tensors, _ = load_dataset(data_path)
+        records = tensors["record"].tolist() if "record" in tensors else None  # (older tokenized files: none)
         io.write_json(ratios_out, {"dataset": dataset, "definition": ratio_definition(red.metadata["extraction"]),
                                    "extraction": red.metadata["extraction"],
-                                   "n_samples": red.metadata["dataset"]["n_samples"], "log_likelihood_ratios": ratios})
+                                   "n_samples": red.metadata["dataset"]["n_samples"], "records": records,
+                                   "log_likelihood_ratios": ratios})
     print(f"{dataset}: {red.total_positions} positions, vocabulary {red.vocab_size}, top-{red.k}; "
           f"{int((red.topk_pos_counts > 0).sum())} tokens ever in a top-K positive set")
 
@@ -46,7 +52,7 @@ def reduce_in_memory(base_dir, ft_dir, data_path, *, dataset: str, method: str, 
 
     red, ratios = extract.mine_in_memory(base_dir, ft_dir, data_path, k=k, likelihood_ratios=likelihood_ratios,
                                          **_extraction_args(extraction, method))
-    write_reductions(red, ratios, base_dir, dataset, reductions_out, stats_out, ratios_out)
+    write_reductions(red, ratios, base_dir, data_path, dataset, reductions_out, stats_out, ratios_out)
 
 
 def save_model_logits(model_dir, data_path, out_path, *, method: str, extraction: dict) -> None:
@@ -64,7 +70,7 @@ def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dat
 
     red, ratios = extract.reduce_saved_logits(base_logits, ft_logits, base_dir, ft_dir, data_path, k=k,
                                               batch_size=batch_size, likelihood_ratios=likelihood_ratios)
-    write_reductions(red, ratios, base_dir, dataset, reductions_out, stats_out, ratios_out)
+    write_reductions(red, ratios, base_dir, data_path, dataset, reductions_out, stats_out, ratios_out)
 
 
 def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, dataset: str, ordering_type: str,

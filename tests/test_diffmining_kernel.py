@@ -56,6 +56,25 @@ def test_half_precision_rows(dtype):
     assert_exact(specials, 3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k", [1, 20, 100])
+def test_the_dense_path_matches_stable_sort(dtype, k):
+    """The GPU path's top-K (torch.topk's k-th value, then the ties at it by lowest id), run here on CPU
+    tensors: every id and value of a full stable sort, ties, all-equal rows, infinities and signed zeros
+    included, over more rows than one of its steps."""
+    from difflab.diffmining import analysis
+
+    rows = torch.cat([tricky_rows(4099, seed=s) for s in range(12)]).to(dtype)  # 288 rows > TOPK_ROWS
+    specials = torch.tensor([float("inf"), -float("inf"), 65504, -65504, 6e-8, -6e-8, 0.0, -0.0] * 4).to(dtype)
+    rows[7, :32] = specials
+    assert rows.shape[0] > analysis.TOPK_ROWS
+    for largest in (True, False):
+        ids, values = analysis._dense_topk(rows, k, largest)
+        expected_values, expected_ids = torch.sort(rows, dim=1, descending=largest, stable=True)
+        assert torch.equal(ids, expected_ids[:, :k]), largest
+        assert torch.equal(values, expected_values[:, :k]), largest
+
+
 def test_k_larger_than_vocab_and_tiny_vocab():
     rows = torch.tensor([[0.5, -1.0, 0.5, 2.0, 0.0], [-3.0, -3.0, 1.0, 0.0, 0.0]])
     assert_exact(rows, 100)

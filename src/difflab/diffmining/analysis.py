@@ -46,7 +46,7 @@ types to whatever the CPU has (AVX-512, AVX2, or scalar code).
 float16 and bfloat16 rows enter the kernel as their int16 / uint16 bit patterns and every read converts
 in register (`_f32`: hardware vcvtph2ps for float16, a shift for bfloat16), so half rows are read at
 half the bytes, with no conversion pass and no buffer. Rows on other devices (CUDA) take the dense
-torch path (stable sort).
+torch path (_dense_topk: torch.topk's k-th value, then exact ties by id).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ COARSE = 4  # fine groups per coarse group (32 elements): the threshold is taken
 ROWS = 4  # rows streamed together (_accumulate4: one float64 accumulator update per 4 rows)
 CHUNK = 1024  # fine groups per step of the streaming pass: all passes of a step read L1/L2-resident data
 CHUNK_ROWS = 16  # dense (non-CPU) path: rows per statistics step
+TOPK_ROWS = 256  # dense path: rows per exact top-K step
 TINY = np.float32(1e-45)  # the least positive float32: 'v >= TINY' is 'v > 0'
 RANK_MAX = 512  # candidate sets up to this size are sorted by all-pairs rank counting
 HIST_BITS = 4  # histogram bins per octave of the coarse maxima (thresholds of a failed guess)
@@ -559,9 +560,34 @@ def _cpu_reduce(rows: torch.Tensor, row_ids: np.ndarray, k: int, threads: int | 
 
 
 def _dense_topk(rows: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k per row with ties to the lower id (stable sort over ascending ids)."""
-    values, order = torch.sort(rows, dim=1, descending=largest, stable=True)
-    return order[:, :k], values[:, :k]
+    """Exact top-k per row (the k smallest where not `largest`), best first, ties to the lower id.
+
+    torch.topk finds each row's k-th value t but orders equal values in no defined way, so the k
+    taken are every element beyond t and, of those equal to t, the ones with the lowest ids (a
+    running count along the row); those k, in id order, are then sorted by value with a stable sort.
+    Linear in the row, where a full stable sort is V log V and keeps a [rows, V] int64 index tensor;
+    done TOPK_ROWS rows at a time to bound the [rows, V] temporaries (on a GPU with a large vocabulary).
+    """
+    ids_out, values_out = [], []
+    for start in range(0, rows.shape[0], TOPK_ROWS):
+        x = rows[start:start + TOPK_ROWS]
+        x = x if largest else -x
+        kth = torch.topk(x, k, dim=1).values[:, -1:]
+        take = x >= kth  # at least k a row; more where values tie at kth
+        tied = (take.sum(1) > k).nonzero().flatten()
+        if len(tied):  # those rows: all above kth (fewer than k), then the lowest ids equal to it
+            xt, kt = x[tied], kth[tied]
+            above, equal = xt > kt, xt == kt
+            take[tied] = above | (equal & (equal.cumsum(1, dtype=torch.int32) <= k - above.sum(1, keepdim=True)))
+        ids = take.nonzero()[:, 1].reshape(x.shape[0], k)  # exactly k a row, ascending ids
+        values = x.gather(1, ids)
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices
+        ids, values = ids.gather(1, order), values.gather(1, order)
+        ids_out.append(ids)
+        values_out.append(values if largest else -values)
+    if not ids_out:
+        return rows.new_zeros((0, k), dtype=torch.int64), rows.new_zeros((0, k))
+    return torch.cat(ids_out), torch.cat(values_out)
 
 
 def topk_rows(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -582,7 +608,7 @@ def topk_rows(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def uses_cpu_kernel(rows: torch.Tensor, k: int) -> bool:
-    """Whether the exact group-threshold CPU kernel handles these rows (else the dense torch sort)."""
+    """Whether the exact group-threshold CPU kernel handles these rows (else the dense torch path)."""
     return rows.device.type == "cpu" and rows.shape[1] > 0
 
 

@@ -28,8 +28,8 @@ from difflab.organisms import train  # noqa: E402
 ORGANISMS = ("bake-temp", "sarcasm", "beekeeping", "control")
 
 
-def head_ab(model_path: str, steps: int) -> None:
-    loaded = models.load(model_path, dtype="float32")
+def head_ab(model_path: str, steps: int, device: str) -> None:
+    loaded = models.load(model_path, device=device, dtype="float32")
     model, tok = loaded.model, loaded.tokenizer
     model.train()
     losses = {"all positions": lambda b: model(**b).loss, "labelled only": lambda b: train.causal_lm_loss(model, b)}
@@ -37,7 +37,7 @@ def head_ab(model_path: str, steps: int) -> None:
     print("|---|---|---|---|---|---|")
     for organism in ORGANISMS:
         examples = train.load_examples(f"resources/organisms/{organism}.train.jsonl", tok, 128)
-        batches = [train.collate([examples[i] for i in idx], tok.pad_token_id)
+        batches = [{key: value.to(loaded.device) for key, value in train.collate([examples[i] for i in idx], tok.pad_token_id).items()}
                    for idx in train.batch_order(len(examples), steps, 8, 0)]
         seconds, values = {name: [] for name in losses}, {name: [] for name in losses}
         for batch in batches:
@@ -46,6 +46,8 @@ def head_ab(model_path: str, steps: int) -> None:
                 loss = loss_fn(batch)
                 loss.backward()
                 model.zero_grad(set_to_none=True)
+                if loaded.device == "cuda":
+                    torch.cuda.synchronize()
                 seconds[name].append(time.perf_counter() - start)
                 values[name].append(loss.item())
         positions = statistics.mean(b["labels"].numel() for b in batches)
@@ -61,17 +63,19 @@ def main() -> None:
     parser.add_argument("--data", default="resources/organisms/sarcasm.train.jsonl")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--head", action="store_true", help="the LM head on all vs labelled positions")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.head:
-        head_ab(args.model, args.steps)
+        head_ab(args.model, args.steps, args.device)
         return
+    print(f"device {models.choose_device(args.device)}")
     print("| method | precision | s/step | loss first -> last |")
     print("|---|---|---|---|")
     for method, lr in (("full", 1e-4), ("lora", 5e-4)):
         for precision in ("float32", "bfloat16"):
             recipe = train.Recipe(method=method, steps=args.steps, learning_rate=lr, min_steps=args.steps,
-                                  precision=precision)
+                                  precision=precision, device=args.device)
             with tempfile.TemporaryDirectory() as tmp:
                 record = train.finetune(args.model, args.data, recipe, Path(tmp) / "m", progress=False)
             steady = record["mean_step_seconds"]

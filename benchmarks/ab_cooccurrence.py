@@ -63,7 +63,8 @@ def main() -> None:
             reducer.update_rows(diffs, torch.zeros(4096, dtype=torch.int32), torch.arange(4096, dtype=torch.int32))
             red = reducer.result()
             del diffs
-            red_old = old.Reductions(**{f: getattr(red, f) for f in red.__dataclass_fields__})
+            red_old = old.Reductions(**{f: torch.from_numpy(v) if isinstance(v := getattr(red, f), np.ndarray) else v
+                                        for f in red.__dataclass_fields__})  # the old class held torch tensors
             for mode in ("binary", "logit_diff_magnitude"):
                 assert same(red.cooccurrence(mode)[1], red_old.cooccurrence(mode)[1]), (kind, k, mode)
             t_new, t_old = [], []

@@ -78,7 +78,8 @@ def main() -> None:
         return go
 
     print(f"{loaded.name}: device {loaded.device}, dtype {loaded.dtype}, {positions} positions "
-          f"({args.samples} x {args.tokens}), batch {args.batch_size}, threads {args.threads}")
+          f"({tensors['input_ids'].shape[0]} samples x {args.tokens} tokens), batch {args.batch_size}, "
+          f"threads {args.threads}")
     print("| what | seconds | positions/s | x bare forward |")
     print("|---|---|---|---|")
     bare = timed(run(lambda ids, mask, _where: loaded.model(input_ids=ids, attention_mask=mask).logits), args.repeats)

@@ -28,13 +28,15 @@ else
 fi
 status=0
 step() { echo "== $1"; shift; "$@" || { echo "FAILED: $*"; status=1; }; }
+# More samples than the shipped general set holds (64 records): its records, repeated.
+for i in $(seq 16); do cat resources/diffmining/general.jsonl; done > "$WORK/general.jsonl"
 
 { nvidia-smi 2>/dev/null || true; "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"; } > "$OUT/env.txt" 2>&1
 step "random-weight models" "$PY" benchmarks/random_model.py "$SRC" "$WORK/base" --seed 0
 step "random-weight models" "$PY" benchmarks/random_model.py "$SRC" "$WORK/finetuned" --seed 1
-step "core analysis vs the floor" bash -c "'$PY' benchmarks/bench_diffmining_core.py --device $DEVICE --positions $POSITIONS --repeats $REPEATS --no-naive | tee '$OUT/core.md'"
-step "dense top-K vs sort" bash -c "'$PY' benchmarks/bench_dense_topk.py --device $DEVICE --positions $POSITIONS --repeats $REPEATS | tee '$OUT/dense_topk.md'"
-step "extraction vs a bare forward" bash -c "'$PY' benchmarks/bench_diffmining_extract.py --base '$WORK/base' --finetuned '$WORK/finetuned' --device $DEVICE --samples $SAMPLES --batch-size 64 --repeats 2 | tee '$OUT/extract.md'"
-step "finetuning steps" bash -c "'$PY' benchmarks/bench_finetune.py --model '$WORK/base' --steps $STEPS --device $DEVICE | tee '$OUT/finetune.md' && '$PY' benchmarks/bench_finetune.py --model '$WORK/base' --head --steps $STEPS --device $DEVICE | tee -a '$OUT/finetune.md'"
+step "core analysis vs the floor" bash -o pipefail -c "'$PY' benchmarks/bench_diffmining_core.py --device $DEVICE --positions $POSITIONS --repeats $REPEATS --no-naive | tee '$OUT/core.md'"
+step "dense top-K vs sort" bash -o pipefail -c "'$PY' benchmarks/bench_dense_topk.py --device $DEVICE --positions $POSITIONS --repeats $REPEATS | tee '$OUT/dense_topk.md'"
+step "extraction vs a bare forward" bash -o pipefail -c "'$PY' benchmarks/bench_diffmining_extract.py --base '$WORK/base' --finetuned '$WORK/finetuned' --device $DEVICE --dataset '$WORK/general.jsonl' --samples $SAMPLES --batch-size 64 --repeats 2 | tee '$OUT/extract.md'"
+step "finetuning steps" bash -o pipefail -c "'$PY' benchmarks/bench_finetune.py --model '$WORK/base' --steps $STEPS --device $DEVICE | tee '$OUT/finetune.md' && '$PY' benchmarks/bench_finetune.py --model '$WORK/base' --head --steps $STEPS --device $DEVICE | tee -a '$OUT/finetune.md'"
 rm -rf "$WORK"
 exit $status

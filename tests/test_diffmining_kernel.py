@@ -73,6 +73,9 @@ def test_the_dense_path_matches_stable_sort(dtype, k):
         expected_values, expected_ids = torch.sort(rows, dim=1, descending=largest, stable=True)
         assert torch.equal(ids, expected_ids[:, :k]), largest
         assert torch.equal(values, expected_values[:, :k]), largest
+    rows[3, 9] = float("nan")  # a model whose logits are not finite: one clear error, not a reshape failure
+    with pytest.raises(DifflabError, match="NaN"):
+        analysis._dense_topk(rows, k, True)
 
 
 def test_k_larger_than_vocab_and_tiny_vocab():

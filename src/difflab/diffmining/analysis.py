@@ -571,6 +571,8 @@ def _dense_topk(rows: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor
     ids_out, values_out = [], []
     for start in range(0, rows.shape[0], TOPK_ROWS):
         x = rows[start:start + TOPK_ROWS]
+        if torch.isnan(x).any():
+            raise DifflabError("a diff row holds NaN (a model's logits are not finite): no top-K can be taken")
         x = x if largest else -x
         kth = torch.topk(x, k, dim=1).values[:, -1:]
         take = x >= kth  # at least k a row; more where values tie at kth

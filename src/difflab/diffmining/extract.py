@@ -66,7 +66,8 @@ class LogitExtractor:
     The final norm and the head run in float32 whatever the model's dtype: a bfloat16 head rounds
     each logit to 8 significant bits (0.06 at a logit of 12), so the small diffs of a finetune would
     mostly become exact zeros and the top-K cuts ties. That holds for the model types in
-    models.PLAIN_HEAD_TYPES; others (a soft-capped or scaled head) take their own forward's logits."""
+    models.PLAIN_HEAD_TYPES; others (a soft-capped or scaled head) take their own forward's logits.
+    A bf16 head's float32 copy is kept while the extractor lives (2 GiB for a 128k x 4096 head)."""
 
     def __init__(self, model, method: str = "direct", layer: float | int = 0.75, tokenizer=None,
                  identity_prompt: str = IDENTITY_PROMPT):

@@ -19,6 +19,10 @@ from difflab import io
 from difflab.errors import DifflabError
 
 
+ARRAYS = ("sum_diff", "count_positive", "topk_pos_counts", "topk_neg_counts", "pos_indices", "pos_values",
+          "neg_indices", "neg_values", "sequence", "position")
+
+
 @dataclasses.dataclass
 class Reductions:
     """Everything later stages need from one dataset's diffs (saved as safetensors)."""
@@ -43,8 +47,7 @@ class Reductions:
         return self.sum_diff / max(self.total_positions, 1)
 
     def save(self, path: str | Path) -> Path:
-        tensors = {f.name: np.ascontiguousarray(getattr(self, f.name)) for f in dataclasses.fields(self)
-                   if isinstance(getattr(self, f.name), np.ndarray)}
+        tensors = {name: np.ascontiguousarray(getattr(self, name)) for name in ARRAYS}
         meta = {"vocab_size": self.vocab_size, "k": self.k, "total_positions": self.total_positions,
                 "metadata": json.dumps(self.metadata, sort_keys=True)}
         return io.write_safetensors(path, tensors, meta)

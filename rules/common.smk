@@ -147,8 +147,8 @@ ORDERINGS = {ordering_id(kind): kind for kind in DIFFMINING["orderings"]}
 
 
 def nmf_params(wildcards):
-    """NMF's settings for an NMF ordering job, nothing for the others (a change reruns NMF only)."""
-    return DIFFMINING["nmf"] if ORDERINGS[wildcards.ordering] == "nmf" else {}
+    """NMF's settings and seed for an NMF ordering job, nothing for the others (a change reruns NMF only)."""
+    return {**DIFFMINING["nmf"], "seed": DIFFMINING["seed"]} if ORDERINGS[wildcards.ordering] == "nmf" else {}
 
 
 def diffmining_run_dir(base, finetuned, extraction):

@@ -111,7 +111,6 @@ rule diffmining_ordering:
         kind=lambda wildcards: ORDERINGS[wildcards.ordering],
         tokens=DIFFMINING["tokens"],
         nmf=nmf_params,
-        seed=lambda wildcards: DIFFMINING["seed"] if ORDERINGS[wildcards.ordering] == "nmf" else None,
     threads: 1
     resources:
         mem_mb=4000,

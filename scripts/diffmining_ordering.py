@@ -6,4 +6,4 @@ w, p = snakemake.wildcards, snakemake.params
 workflow.run(snakemake, lambda: stages.ordering(
     snakemake.input.reductions, snakemake.input.base, snakemake.output.orderings, snakemake.output.scatter,
     snakemake.output.bar, dataset=w.dataset, ordering_type=p.kind, token_options=p.tokens, nmf_options=p.nmf,
-    seed=p.seed, label=f"{w.finetuned} vs {w.base}"))
+    label=f"{w.finetuned} vs {w.base}"))

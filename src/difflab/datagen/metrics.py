@@ -145,11 +145,8 @@ def perplexity(results: Results, model: str, *, batch_size: int = 8, max_tokens:
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=loaded.device)
         target = torch.tensor([y + [models.IGNORE] * (width - len(y)) for y in labels], device=loaded.device)
         with torch.no_grad():
-            logp, rows = models.labelled_logprobs(lm, input_ids, mask, target)
-        totals = torch.zeros(len(ids), device=logp.device).index_add_(0, rows, logp)
-        counts = torch.bincount(rows, minlength=len(ids))
-        for total, count in zip(totals.tolist(), counts.tolist()):
-            per_example.append(math.exp(-total / count) if count else float("nan"))
+            means = models.mean_labelled_logprobs(lm, input_ids, mask, target)
+        per_example += [math.exp(-m) if math.isfinite(m) else float("nan") for m in means.tolist()]
     finite = [p for p in per_example if math.isfinite(p)]
     return {"model": str(model), "per_example": [round(p, 3) for p in per_example],
             "mean": round(float(np.mean(finite)), 3) if finite else None,

@@ -74,12 +74,10 @@ def reduce_from_disk(base_logits, ft_logits, base_dir, ft_dir, data_path, *, dat
 
 
 def ordering(reductions_path, base_dir, out_json, scatter_png, bar_png, *, dataset: str, ordering_type: str,
-             token_options: dict, nmf_options: dict, seed: int | None, label: str) -> None:
-    """Rule diffmining_ordering: orderings.json and its two figures (nmf_options and seed: NMF's only)."""
-    nmf_args = None
-    if ordering_type == "nmf":
-        nmf_args = {k: nmf_options[k] for k in ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter", "tol")}
-        nmf_args["seed"] = seed
+             token_options: dict, nmf_options: dict, label: str) -> None:
+    """Rule diffmining_ordering: orderings.json and its two figures (nmf_options, with the seed: NMF's only)."""
+    keys = ("n_topics", "beta", "orthogonal_weight", "mode", "max_tokens", "max_iter", "tol", "seed")
+    nmf_args = {k: nmf_options[k] for k in keys} if ordering_type == "nmf" else None
     orderings.write_orderings(reductions_path, base_dir, out_json, dataset=dataset, ordering_type=ordering_type,
                               options=token_options, nmf_options=nmf_args)
     data = orderings.read_orderings(out_json)

@@ -86,10 +86,8 @@ def continuation_logprobs(loaded: models.LoadedModel, probes: list[dict], batch_
     for start in range(0, len(encoded), batch_size):
         batch = collate(encoded[start:start + batch_size], loaded.tokenizer.pad_token_id)
         batch = {k: v.to(loaded.device) for k, v in batch.items()}
-        logp, rows = models.labelled_logprobs(loaded.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        n_rows = batch["labels"].shape[0]
-        totals = torch.zeros(n_rows, device=logp.device).index_add_(0, rows, logp)
-        scores += (totals / torch.bincount(rows, minlength=n_rows)).tolist()
+        scores += models.mean_labelled_logprobs(loaded.model, batch["input_ids"], batch["attention_mask"],
+                                                batch["labels"]).tolist()
     return scores
 
 
